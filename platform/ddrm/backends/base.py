@@ -1,0 +1,94 @@
+"""The backend contract and the shared graph propagation.
+
+A backend is an ``nn.Module`` with ``loss(users, pos, neg) -> scalar`` (its own training objective on a
+BPR batch) and ``embeddings() -> (user_emb (U, d), item_emb (I, d))``: the final embeddings that are
+scored by inner product and handed to DDRM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..config import BackendConfig
+
+
+def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+    """``D^-1/2 A D^-1/2`` of the user-item bipartite graph, a coalesced sparse ``(U+I, U+I)`` float32 tensor."""
+    n_users, n_items = train.shape
+    binary = (train > 0).astype(np.float32)
+    adjacency = sp.bmat([[None, binary], [binary.T, None]], format="csr", dtype=np.float32)
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(degree)
+    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
+    norm = sp.diags(inv_sqrt) @ adjacency @ sp.diags(inv_sqrt)
+    norm = sp.csr_matrix(norm, dtype=np.float32)
+    norm.sort_indices()
+    coo = norm.tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), size=coo.shape, check_invariants=False).coalesce()
+
+
+def propagate(graph: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int,
+              pooling: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """LightGCN propagation: one sparse-dense product per layer.
+
+    pooling ``mean``: mean over layers 0..L (LightGCN); ``normalized_sum``: sum of the per-layer
+    L2-normalised embeddings (SGL checkpoints of the reference code).
+    """
+    n_users = user_emb.shape[0]
+    current = torch.cat([user_emb, item_emb])
+    if pooling == "mean":
+        total = current
+    elif pooling == "normalized_sum":
+        total = nn.functional.normalize(current, dim=1)
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    for _ in range(layers):
+        current = graph @ current
+        total = total + (current if pooling == "mean" else nn.functional.normalize(current, dim=1))
+    if pooling == "mean":
+        total = total / (layers + 1)
+    return total[:n_users], total[n_users:]
+
+
+class Backend(nn.Module):
+    """Base class: embedding tables, BPR loss with L2 on the batch, final embeddings."""
+
+    def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+        super().__init__()
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        self.user_emb = nn.Embedding(n_users, config.dim)
+        self.item_emb = nn.Embedding(n_items, config.dim)
+        nn.init.normal_(self.user_emb.weight, std=config.init_std)
+        nn.init.normal_(self.item_emb.weight, std=config.init_std)
+        self.register_buffer("graph", normalized_adjacency(train), persistent=False)
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final ``(U, d)``, ``(I, d)`` embeddings; subclasses define propagation."""
+        raise NotImplementedError
+
+    def train_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings used inside the training loss (default: the final ones)."""
+        return self.embeddings()
+
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Mean BPR loss plus ``weight_decay * 0.5 * (|e_u|^2+|e_i|^2+|e_j|^2) / B`` on the ego embeddings."""
+        all_users, all_items = self.train_embeddings()
+        u, i, j = all_users[users], all_items[pos], all_items[neg]
+        bpr = nn.functional.softplus((u * j).sum(-1) - (u * i).sum(-1)).mean()
+        ego = (self.user_emb(users).pow(2).sum() + self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum())
+        return bpr + self.config.weight_decay * 0.5 * ego / len(users)
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The backend's training objective on one BPR batch."""
+        return self.bpr_loss(users, pos, neg)
+
+    @torch.no_grad()
+    def scorer(self):
+        """A ``users (B,) -> scores (B, I)`` function over frozen final embeddings."""
+        user_emb, item_emb = (e.detach() for e in self.embeddings())
+        return lambda users: user_emb[users] @ item_emb.T

@@ -1,0 +1,125 @@
+"""``ddrm`` command line: ``ddrm data|train`` (DESIGN §7). Bad input: one ``error:`` line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import DDRMError
+
+METRIC_ROWS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20", "recall_at_50", "ndcg_at_50",
+               "recall_at_100", "ndcg_at_100")
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a backend (+ DDRM) and report full-ranking metrics",
+                              description="Train a backend, optionally DDRM on its embeddings; writes OUT/metrics.json.")
+    p.add_argument("--config", help="YAML config with sections data/backend/ddrm/train and seed")
+    p.add_argument("--backend", help="backend name (backend.name), e.g. mf")
+    p.add_argument("--dataset", help="prepared dataset folder name under the data dir (data.name)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--ddrm", dest="ddrm", action="store_true", default=None, help="train DDRM (default)")
+    group.add_argument("--no-ddrm", dest="ddrm", action="store_false", help="evaluate the backend alone")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, repeatable, e.g. --set ddrm.steps=20")
+    p.add_argument("--seed", type=int, help="random seed (seed)")
+    p.add_argument("--epochs", type=int, help="max epochs per stage (train.epochs)")
+    p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
+    p.add_argument("--out", help="output folder (default: runs/<dataset>-<backend>[-ddrm]-seed<S>-<time>)")
+    p.add_argument("--no-cache", action="store_true", help="retrain the backend even if a cached one exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import parse_override
+
+    overrides: dict[str, Any] = {}
+    for flag, key in (("backend", "backend.name"), ("dataset", "data.name"), ("seed", "seed"),
+                      ("epochs", "train.epochs"), ("ddrm", "ddrm.enabled"), ("data_dir", "data.dir")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    for text in args.overrides:
+        key, value = parse_override(text)
+        overrides[key] = value
+    return overrides
+
+
+def format_metrics(result: dict[str, dict[str, float]]) -> str:
+    """A small fixed-width table: rows = metrics, columns = the given result columns."""
+    columns = list(result)
+    lines = [f"{'metric':<14}" + "".join(f"{c:>12}" for c in columns)]
+    for row in METRIC_ROWS:
+        if all(row in result[c] for c in columns):
+            lines.append(f"{row:<14}" + "".join(f"{result[c][row]:>12.4f}" for c in columns))
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data.fetch import ensure_dataset
+    from .data.prepared import load_prepared, resolve_data_dir
+    from .train import run
+
+    config = load_config(args.config, _train_overrides(args))
+    data_dir = resolve_data_dir(config.data.dir)
+    ensure_dataset(config.data.name, data_dir)
+    data = load_prepared(config.data.name, data_dir)
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{config.data.name}-{config.backend.name}{'-ddrm' if config.ddrm.enabled else ''}-seed{config.seed}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"dataset {data.name}: {data.n_users} users, {data.n_items} items, {len(data.train)} train pairs "
+          f"({data.path})", flush=True)
+    result = run(config, data=data, progress=not args.quiet, use_cache=not args.no_cache)
+    payload = result.to_json()
+    write_json_atomic(out / "metrics.json", payload)
+    columns = {"backend valid": result.backend.valid, "backend test": result.backend.test}
+    if result.ddrm is not None:
+        columns.update({"ddrm valid": result.ddrm.valid, "ddrm test": result.ddrm.test})
+    print(format_metrics(columns))
+    cached = " (backend from cache)" if result.backend.from_cache else ""
+    print(f"backend best epoch {result.backend.best_epoch}{cached}"
+          + (f"; ddrm best epoch {result.ddrm.best_epoch}" if result.ddrm else ""))
+    print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.commands import add_data_parser
+
+    parser = argparse.ArgumentParser(prog="ddrm", description="DDRM research platform")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_data_parser(subparsers)
+    _add_train_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DDRMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Typed, frozen run configuration.
+
+A config has the sections ``data``, ``backend``, ``ddrm``, ``train`` and a top-level ``seed``
+(DESIGN §7). Build one with :func:`load_config` from a YAML file / dict plus dotted overrides
+(``ddrm.steps=20``); every key and value is validated and errors name the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+DENOISERS = ("mlp",)
+INFERENCE_STARTS = ("mean", "noise")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which prepared split to use: ``<dir>/<name>/{train,valid,test}_list.npy``."""
+
+    name: str = "ml-1m_noisy"
+    dir: str | None = None  # None: --data-dir, else $DDRM_DATA_DIR, else ./data
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+                 "data.name", self.name, "a dataset folder name (no '/')")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """The recommender whose embeddings DDRM denoises."""
+
+    name: str = "mf"
+    dim: int = 64  # embedding size d
+    layers: int = 0  # propagation layers over D^-1/2 A D^-1/2 for the final embeddings (0: none)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4  # L2 on the batch's embeddings, LightGCN-style (per-sample mean)
+    init_std: float = 0.1  # N(0, init_std) initialisation
+    epochs: int | None = None  # None: train.epochs
+    patience: int | None = None  # None: train.patience
+
+    def __post_init__(self) -> None:
+        from .registry import backend_names  # local import: registry imports model files
+
+        _require(self.name in backend_names(), "backend.name", self.name, f"one of {backend_names()}")
+        _require(self.dim >= 1, "backend.dim", self.dim, "an integer >= 1")
+        _require(self.layers >= 0, "backend.layers", self.layers, "an integer >= 0")
+        _require(self.lr > 0, "backend.lr", self.lr, "a float > 0")
+        _require(self.weight_decay >= 0, "backend.weight_decay", self.weight_decay, "a float >= 0")
+        _require(self.init_std > 0, "backend.init_std", self.init_std, "a float > 0")
+        _require(self.epochs is None or self.epochs >= 0, "backend.epochs", self.epochs, "null or an integer >= 0")
+        _require(self.patience is None or self.patience >= 1, "backend.patience", self.patience,
+                 "null or an integer >= 1")
+
+
+@dataclass(frozen=True)
+class DDRMConfig:
+    """DDRM hyperparameters; paper symbols in the comments (DESIGN §1, §7)."""
+
+    enabled: bool = True  # false: evaluate the backend alone
+    steps: int = 20  # T
+    inference_multiplier: float = 1.0  # n, T' = round(n*T)
+    inference_steps: int | None = None  # T' override; 0 = mean of liked items, no denoiser
+    noise_min: float = 1e-4  # alpha_min
+    noise_max: float = 1e-3  # alpha_max
+    noise_scale: float = 1e-4  # s
+    first_beta: float | None = None  # None: paper formula; 1e-5 = reference code
+    bpr_weight: float = 0.6  # lambda
+    reweight_power: float = 1.0  # gamma
+    hidden_dims: tuple[int, ...] = (100, 1000)  # MLP: in -> d2 -> d1 -> d2 -> d for (d1, d2)
+    activation: str = "sigmoid"
+    dropout: float = 0.5  # input dropout on the noisy embedding
+    step_emb_dim: int = 10
+    denoiser: str = "mlp"
+    inference_start: str = "mean"  # mean of liked items, or pure noise N(0, I)
+    denoise_users: bool = True  # false: item-only (no user denoiser)
+    freeze_backend: bool = True  # false: joint fine-tuning of the backend embeddings
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int | None = None  # None: train.epochs
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, "ddrm.steps", self.steps, "an integer >= 1 (T)")
+        _require(self.inference_multiplier >= 1, "ddrm.inference_multiplier", self.inference_multiplier,
+                 "a float >= 1 (n)")
+        _require(self.inference_steps is None or self.inference_steps >= 0, "ddrm.inference_steps",
+                 self.inference_steps, "null or an integer >= 0")
+        for key in ("noise_min", "noise_max", "noise_scale"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"ddrm.{key}", value, "a float in (0, 1)")
+        _require(self.noise_min <= self.noise_max, "ddrm.noise_min", self.noise_min,
+                 f"a value <= ddrm.noise_max ({self.noise_max})")
+        _require(self.first_beta is None or 0 < self.first_beta < 1, "ddrm.first_beta", self.first_beta,
+                 "null or a float in (0, 1)")
+        _require(0 <= self.bpr_weight <= 1, "ddrm.bpr_weight", self.bpr_weight, "a float in [0, 1] (lambda)")
+        _require(self.reweight_power >= 0, "ddrm.reweight_power", self.reweight_power, "a float >= 0 (gamma)")
+        _require(len(self.hidden_dims) == 2 and all(d >= 1 for d in self.hidden_dims), "ddrm.hidden_dims",
+                 list(self.hidden_dims), "two integers >= 1, e.g. [100, 1000]")
+        _require(self.activation in ACTIVATIONS, "ddrm.activation", self.activation, f"one of {list(ACTIVATIONS)}")
+        _require(0 <= self.dropout < 1, "ddrm.dropout", self.dropout, "a float in [0, 1)")
+        _require(self.step_emb_dim >= 2 and self.step_emb_dim % 2 == 0, "ddrm.step_emb_dim", self.step_emb_dim,
+                 "an even integer >= 2")
+        _require(self.denoiser in DENOISERS, "ddrm.denoiser", self.denoiser, f"one of {list(DENOISERS)}")
+        _require(self.inference_start in INFERENCE_STARTS, "ddrm.inference_start", self.inference_start,
+                 f"one of {list(INFERENCE_STARTS)}")
+        _require(self.lr > 0, "ddrm.lr", self.lr, "a float > 0")
+        _require(self.weight_decay >= 0, "ddrm.weight_decay", self.weight_decay, "a float >= 0")
+        _require(self.epochs is None or self.epochs >= 0, "ddrm.epochs", self.epochs, "null or an integer >= 0")
+
+    @property
+    def reverse_steps(self) -> int:
+        """T' = inference_steps if set, else round(n*T) with halves rounded up (n=1.25, T=10 -> 13)."""
+        if self.inference_steps is not None:
+            return self.inference_steps
+        return int(math.floor(self.inference_multiplier * self.steps + 0.5 + 1e-9))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings shared by backend pretraining and DDRM training."""
+
+    epochs: int = 100
+    batch_size: int = 2048
+    eval_every: int = 1
+    patience: int = 10  # evaluations without a better validation Recall@20 before stopping
+    eval_batch_size: int = 1024  # users per scoring chunk
+    threads: int | None = None  # torch threads; None: all cores of this process
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 0, "train.epochs", self.epochs, "an integer >= 0")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
+        _require(self.patience >= 1, "train.patience", self.patience, "an integer >= 1")
+        _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _require(self.threads is None or self.threads >= 1, "train.threads", self.threads, "null or an integer >= 1")
+        _require(self.device in ("auto", "cpu", "cuda"), "train.device", self.device, "one of ['auto', 'cpu', 'cuda']")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    ddrm: DDRMConfig = field(default_factory=DDRMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (YAML/JSON-ready; tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """``{"ddrm.steps": 20, ...}`` — the form used for MLflow params and ``--set``."""
+        return flatten(self.to_dict())
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+        """A new config with dotted overrides applied (validated)."""
+        return config_from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': value {value!r} is not allowed; expected {allowed}")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> dotted keys; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "backend": BackendConfig, "ddrm": DDRMConfig, "train": TrainConfig}
+
+
+def allowed_keys() -> list[str]:
+    """Every dotted key a config accepts."""
+    keys = ["seed"]
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert one value against a field's type hint; raise ConfigError naming the key."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': value {value!r} is not allowed; expected a list")
+        return tuple(_coerce(v, typing.get_args(hint)[0], key) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': value {value!r} is not allowed; expected true or false")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"config key '{key}': value {value!r} is not allowed; expected an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': value {value!r} is not allowed; expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': value {value!r} is not allowed; expected a string")
+        return value
+    return value
+
+
+def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{section}.{key}'; allowed in '{section}': {sorted(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: Mapping[str, Any] | None) -> Config:
+    """Validate a nested dict into a :class:`Config` (missing keys take defaults)."""
+    raw = dict(raw or {})
+    unknown = set(raw) - set(SECTIONS) - {"seed"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: {sorted(SECTIONS) + ['seed']}")
+    kwargs: dict[str, Any] = {s: _build_section(cls, raw.get(s) or {}, s) for s, cls in SECTIONS.items()}
+    kwargs["seed"] = _coerce(raw.get("seed", 0), int, "seed")
+    return Config(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"ddrm.steps=20"`` -> ``("ddrm.steps", 20)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. ddrm.steps=20")
+    key, _, raw_value = text.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError:
+        value = raw_value
+    return key, value
+
+
+def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply dotted overrides to a nested dict (copy); unknown keys raise ConfigError."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in nested.items()}
+    allowed = allowed_keys()
+    for key, value in overrides.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown config key '{key}'; allowed keys: {', '.join(allowed)}")
+        if key == "seed":
+            out["seed"] = value
+            continue
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})
+        out[section] = dict(out[section] or {})
+        out[section][name] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Config from an optional YAML file plus dotted overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping with sections {sorted(SECTIONS)}")
+    return config_from_dict(apply_overrides(raw, overrides or {}))

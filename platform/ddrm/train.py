@@ -1,0 +1,248 @@
+"""The training loop: backend pretraining, then DDRM. Pure: no Ray, no MLflow.
+
+``run(config)`` trains (or loads from cache) the backend, trains DDRM on its final embeddings, selects
+epochs on validation Recall@20 and returns validation + test metrics. ``callback(event)`` is called
+after each evaluation, so Tune / MLflow can observe without this module importing them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import cache
+from .backends.base import Backend
+from .config import Config
+from .data.prepared import InteractionData, load_prepared
+from .data.sampling import BPRSampler
+from .diffusion.ddrm import DDRM
+from .evaluation import evaluate
+from .registry import get_backend
+
+SELECTION_METRIC = "recall_at_20"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EvalEvent:
+    """What a callback sees after each evaluation."""
+
+    stage: str  # "backend" | "ddrm"
+    epoch: int
+    loss: float
+    valid: dict[str, float]
+    best_valid: dict[str, float]
+    seconds: float
+    model: torch.nn.Module = field(repr=False)
+
+
+Callback = Callable[[EvalEvent], None]
+
+
+@dataclass
+class StageResult:
+    """Outcome of one fitted stage (backend or DDRM)."""
+
+    best_epoch: int
+    epochs_run: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]]
+    seconds: float
+    from_cache: bool = False
+
+
+@dataclass
+class RunResult:
+    """``valid``/``test`` of the final model (DDRM if enabled, else the backend)."""
+
+    valid: dict[str, float]
+    test: dict[str, float]
+    backend: StageResult
+    ddrm: StageResult | None
+    config: dict[str, Any]
+    info: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"valid": self.valid, "test": self.test, "config": self.config, "backend": asdict(self.backend),
+               "info": self.info}
+        if self.ddrm is not None:
+            out["ddrm"] = asdict(self.ddrm)
+        return out
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("config key 'train.device': 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: torch.nn.Module,
+    data: InteractionData,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    config: Config,
+    stage: str,
+    seed: int,
+    device: torch.device,
+    callback: Callback | None = None,
+    progress: bool = True,
+    patience: int | None = None,
+) -> StageResult:
+    """Train ``model`` (anything with ``loss(u, i, j)`` and ``scorer()``) with early stopping.
+
+    Evaluates validation every ``train.eval_every`` epochs (and once at epoch 0 when ``epochs`` is 0),
+    keeps the state with the best validation Recall@20, restores it and evaluates test there.
+    """
+    tc = config.train
+    patience = patience or tc.patience
+    sampler = BPRSampler(data.csr("train"), seed=seed)
+    start = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_state, best_valid, stale = -math.inf, 0, None, {}, 0
+    epochs_run = 0
+
+    def evaluate_now(epoch: int, loss: float) -> bool:
+        nonlocal best_score, best_epoch, best_state, best_valid, stale
+        model.eval()
+        valid = evaluate(model.scorer(), data, "valid", batch_size=tc.eval_batch_size, device=device)
+        improved = valid[SELECTION_METRIC] > best_score
+        if improved:
+            best_score, best_epoch, best_state, best_valid, stale = valid[SELECTION_METRIC], epoch, _snapshot(model), valid, 0
+        else:
+            stale += 1
+        elapsed = time.perf_counter() - start
+        history.append({"epoch": epoch, "loss": loss, "seconds": elapsed, **valid})
+        if callback is not None:
+            callback(EvalEvent(stage, epoch, loss, valid, best_valid, elapsed, model))
+        return stale >= patience
+
+    if epochs == 0:
+        evaluate_now(0, float("nan"))
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, batches = 0.0, 0
+        n_batches = math.ceil(sampler.n_train / tc.batch_size)
+        bar = tqdm(sampler.batches(tc.batch_size, device), total=n_batches, desc=f"{stage} epoch {epoch}",
+                   leave=False, disable=not progress, unit="batch")
+        for users, pos, neg in bar:
+            loss = model.loss(users, pos, neg)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{stage} loss became {loss.item()} at epoch {epoch}, batch {batches + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            batches += 1
+        epochs_run = epoch
+        if epoch % tc.eval_every == 0 or epoch == epochs:
+            if evaluate_now(epoch, total / max(1, batches)):
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    test = evaluate(model.scorer(), data, "test", batch_size=tc.eval_batch_size, device=device)
+    return StageResult(best_epoch, epochs_run, best_valid, test, history, time.perf_counter() - start)
+
+
+def backend_cache_key(config: Config, data: InteractionData) -> str:
+    """Everything that determines a trained backend."""
+    tc = config.train
+    return cache.cache_key({
+        "data": data.fingerprint(),
+        "backend": asdict(config.backend),
+        "loop": {"epochs": config.backend.epochs if config.backend.epochs is not None else tc.epochs,
+                 "patience": config.backend.patience or tc.patience, "batch_size": tc.batch_size,
+                 "eval_every": tc.eval_every},
+        "seed": config.seed,
+    })
+
+
+def build_backend(config: Config, data: InteractionData, device: torch.device) -> Backend:
+    cls = get_backend(config.backend.name)
+    return cls(config.backend, data.n_users, data.n_items, data.csr("train")).to(device)
+
+
+def fit_backend(config: Config, data: InteractionData, device: torch.device, callback: Callback | None = None,
+                progress: bool = True, use_cache: bool = True) -> tuple[Backend, StageResult]:
+    """Train the backend, or load it from the cache when an identical one was trained before."""
+    torch.manual_seed(config.seed)
+    backend = build_backend(config, data, device)
+    key = backend_cache_key(config, data)
+    if use_cache:
+        hit = cache.load_entry(key)
+        if hit is not None:
+            state, info = hit
+            backend.load_state_dict(state)
+            result = StageResult(**{**info["result"], "from_cache": True})
+            return backend, result
+    optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
+    epochs = config.backend.epochs if config.backend.epochs is not None else config.train.epochs
+    result = fit(backend, data, optimizer, epochs=epochs, config=config, stage="backend", seed=config.seed,
+                 device=device, callback=callback, progress=progress, patience=config.backend.patience)
+    if use_cache:
+        cache.save_entry(key, backend.state_dict(), {"result": asdict(result), "config": config.to_dict(),
+                                                     "dataset": str(data.path)})
+    return backend, result
+
+
+def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: torch.device,
+             callback: Callback | None = None, progress: bool = True) -> tuple[DDRM, StageResult]:
+    """Train DDRM's denoisers (and the backend too when ``freeze_backend`` is false)."""
+    dc = config.ddrm
+    torch.manual_seed(config.seed + 1)
+    if not dc.freeze_backend:  # fine-tune a copy: the caller's (cached) backend stays as trained
+        trained = backend
+        backend = build_backend(config, data, device)
+        backend.load_state_dict(trained.state_dict())
+    model = DDRM(dc, backend, data.csr("train"), seed=config.seed).to(device)
+    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("backend.")],
+               "lr": dc.lr, "weight_decay": dc.weight_decay}]
+    if model.backend is not None:
+        groups.append({"params": list(model.backend.parameters()), "lr": config.backend.lr, "weight_decay": 0.0})
+    epochs = dc.epochs if dc.epochs is not None else config.train.epochs
+    if dc.reverse_steps == 0 and dc.inference_start == "mean" and dc.freeze_backend:
+        epochs = 0  # mean of liked items: nothing to train
+    result = fit(model, data, torch.optim.Adam(groups), epochs=epochs, config=config, stage="ddrm",
+                 seed=config.seed + 1, device=device, callback=callback, progress=progress)
+    return model, result
+
+
+def run(config: Config, data: InteractionData | None = None, data_dir: str | os.PathLike | None = None,
+        callback: Callback | None = None, progress: bool = True, use_cache: bool = True) -> RunResult:
+    """Backend (cached) then DDRM; metrics of the final model on validation and test."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    np.random.seed(config.seed)
+    device = select_device(config.train.device)
+    if data is None:
+        data = load_prepared(config.data.name, data_dir or config.data.dir)
+    backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache)
+    info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
+                            "backend_from_cache": backend_result.from_cache}
+    if not config.ddrm.enabled:
+        return RunResult(backend_result.valid, backend_result.test, backend_result, None, config.to_dict(), info)
+    model, ddrm_result = fit_ddrm(config, data, backend, device, callback, progress)
+    info["schedule"] = model.schedule.describe()
+    info["reverse_steps"] = config.ddrm.reverse_steps
+    return RunResult(ddrm_result.valid, ddrm_result.test, backend_result, ddrm_result, config.to_dict(), info)

@@ -1,0 +1,52 @@
+import pytest
+
+from ddrm.config import Config, config_from_dict, load_config, parse_override
+from ddrm.errors import ConfigError
+
+
+def test_defaults_round_trip_through_flat_dict():
+    config = Config()
+    flat = config.to_flat_dict()
+    assert flat["ddrm.steps"] == 20 and flat["backend.name"] == "mf" and flat["seed"] == 0
+    assert config_from_dict(config.to_dict()) == config
+    assert "@" not in "".join(flat)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("ddrm:\n  steps: 10\nseed: 3\n")
+    config = load_config(path, dict(parse_override(t) for t in ["ddrm.bpr_weight=0.3", "ddrm.hidden_dims=[8, 16]",
+                                                                 "ddrm.first_beta=null", "train.epochs=2"]))
+    assert config.ddrm.steps == 10 and config.seed == 3 and config.ddrm.bpr_weight == 0.3
+    assert config.ddrm.hidden_dims == (8, 16) and config.ddrm.first_beta is None and config.train.epochs == 2
+    assert config.ddrm.reverse_steps == 10
+    assert config.replace({"ddrm.inference_multiplier": 1.25}).ddrm.reverse_steps == 13  # halves round up
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("ddrm.noise_scale", 1.5, "ddrm.noise_scale"),
+    ("ddrm.noise_scale", 0, "ddrm.noise_scale"),
+    ("ddrm.steps", 0, "ddrm.steps"),
+    ("ddrm.inference_multiplier", 0.5, "ddrm.inference_multiplier"),
+    ("ddrm.bpr_weight", 1.2, "ddrm.bpr_weight"),
+    ("ddrm.activation", "gelu", "ddrm.activation"),
+    ("ddrm.steps", "ten", "ddrm.steps"),
+    ("ddrm.freeze_backend", "yes", "ddrm.freeze_backend"),
+    ("backend.name", "nope", "backend.name"),
+    ("ddrm.stepz", 3, "ddrm.stepz"),
+    ("nosection.x", 3, "nosection.x"),
+])
+def test_bad_values_name_the_key(key, value, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        Config().replace({key: value})
+
+
+def test_bad_override_syntax_and_file(tmp_path):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("ddrm.steps")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
