@@ -54,10 +54,11 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def format_metrics(result: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: rows = metrics, columns = the given result columns."""
     columns = list(result)
-    lines = [f"{'metric':<14}" + "".join(f"{c:>12}" for c in columns)]
+    width = max([10] + [len(c) for c in columns]) + 2
+    lines = [f"{'metric':<14}" + "".join(f"{c:>{width}}" for c in columns)]
     for row in METRIC_ROWS:
         if all(row in result[c] for c in columns):
-            lines.append(f"{row:<14}" + "".join(f"{result[c][row]:>12.4f}" for c in columns))
+            lines.append(f"{row:<14}" + "".join(f"{result[c][row]:>{width}.4f}" for c in columns))
     return "\n".join(lines)
 
 
@@ -84,7 +85,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"dataset {data.name}: {data.n_users} users, {data.n_items} items, {len(data.train)} train pairs "
           f"({data.path})", flush=True)
-    result = run(config, data=data, progress=not args.quiet, use_cache=not args.no_cache)
+    def report(event) -> None:
+        print(f"{event.stage} epoch {event.epoch:>3}: loss {event.loss:.4f}  valid recall_at_20 "
+              f"{event.valid['recall_at_20']:.4f} (best {event.best_valid.get('recall_at_20', float('nan')):.4f})  "
+              f"{event.seconds:.0f}s", flush=True)
+
+    result = run(config, data=data, progress=not args.quiet, use_cache=not args.no_cache, callback=report)
     payload = result.to_json()
     write_json_atomic(out / "metrics.json", payload)
     columns = {"backend valid": result.backend.valid, "backend test": result.backend.test}

@@ -22,6 +22,8 @@ from .errors import ConfigError
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 DENOISERS = ("mlp",)
 INFERENCE_STARTS = ("mean", "noise")
+SAMPLING = ("interaction", "user")
+POOLINGS = ("mean", "normalized_sum")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ class BackendConfig:
     init_std: float = 0.1  # N(0, init_std) initialisation
     epochs: int | None = None  # None: train.epochs
     patience: int | None = None  # None: train.patience
+    sampling: str = "interaction"  # BPR positives: every training pair once per epoch, or user-uniform
+    pooling: str = "mean"  # over propagation layers: mean (LightGCN) | normalized_sum (reference SGL code)
+    checkpoint: str | None = None  # load a reference state dict instead of training (see backends/)
+    ssl_ratio: float = 0.1  # SGL: edge-dropout rate of each view
+    ssl_temperature: float = 0.2  # SGL: InfoNCE temperature tau
+    ssl_reg: float = 0.1  # SGL: weight of the contrastive loss
 
     def __post_init__(self) -> None:
         from .registry import backend_names  # local import: registry imports model files
@@ -61,6 +69,11 @@ class BackendConfig:
         _require(self.epochs is None or self.epochs >= 0, "backend.epochs", self.epochs, "null or an integer >= 0")
         _require(self.patience is None or self.patience >= 1, "backend.patience", self.patience,
                  "null or an integer >= 1")
+        _require(self.sampling in SAMPLING, "backend.sampling", self.sampling, f"one of {list(SAMPLING)}")
+        _require(self.pooling in POOLINGS, "backend.pooling", self.pooling, f"one of {list(POOLINGS)}")
+        _require(0 <= self.ssl_ratio < 1, "backend.ssl_ratio", self.ssl_ratio, "a float in [0, 1)")
+        _require(self.ssl_temperature > 0, "backend.ssl_temperature", self.ssl_temperature, "a float > 0")
+        _require(self.ssl_reg >= 0, "backend.ssl_reg", self.ssl_reg, "a float >= 0")
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,11 @@ class DDRMConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     epochs: int | None = None  # None: train.epochs
+    patience: int | None = None  # None: train.patience
+    sampling: str = "user"  # BPR positives: user-uniform (Alg. 1 / reference code) or per interaction
 
     def __post_init__(self) -> None:
+        _require(self.sampling in SAMPLING, "ddrm.sampling", self.sampling, f"one of {list(SAMPLING)}")
         _require(self.steps >= 1, "ddrm.steps", self.steps, "an integer >= 1 (T)")
         _require(self.inference_multiplier >= 1, "ddrm.inference_multiplier", self.inference_multiplier,
                  "a float >= 1 (n)")
@@ -116,6 +132,8 @@ class DDRMConfig:
         _require(self.lr > 0, "ddrm.lr", self.lr, "a float > 0")
         _require(self.weight_decay >= 0, "ddrm.weight_decay", self.weight_decay, "a float >= 0")
         _require(self.epochs is None or self.epochs >= 0, "ddrm.epochs", self.epochs, "null or an integer >= 0")
+        _require(self.patience is None or self.patience >= 1, "ddrm.patience", self.patience,
+                 "null or an integer >= 1")
 
     @property
     def reverse_steps(self) -> int:

@@ -108,6 +108,7 @@ def fit(
     callback: Callback | None = None,
     progress: bool = True,
     patience: int | None = None,
+    sampling: str = "user",
 ) -> StageResult:
     """Train ``model`` (anything with ``loss(u, i, j)`` and ``scorer()``) with early stopping.
 
@@ -116,7 +117,7 @@ def fit(
     """
     tc = config.train
     patience = patience or tc.patience
-    sampler = BPRSampler(data.csr("train"), seed=seed)
+    sampler = BPRSampler(data.csr("train"), seed=seed, mode=sampling)
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state, best_valid, stale = -math.inf, 0, None, {}, 0
@@ -139,8 +140,11 @@ def fit(
 
     if epochs == 0:
         evaluate_now(0, float("nan"))
+    generator = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
         model.train()
+        if hasattr(model, "start_epoch"):
+            model.start_epoch(epoch, generator)
         total, batches = 0.0, 0
         n_batches = math.ceil(sampler.n_train / tc.batch_size)
         bar = tqdm(sampler.batches(tc.batch_size, device), total=n_batches, desc=f"{stage} epoch {epoch}",
@@ -188,6 +192,8 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
     """Train the backend, or load it from the cache when an identical one was trained before."""
     torch.manual_seed(config.seed)
     backend = build_backend(config, data, device)
+    if config.backend.checkpoint:
+        return backend, evaluate_checkpoint(backend, config, data, device)
     key = backend_cache_key(config, data)
     if use_cache:
         hit = cache.load_entry(key)
@@ -199,11 +205,28 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
     optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
     epochs = config.backend.epochs if config.backend.epochs is not None else config.train.epochs
     result = fit(backend, data, optimizer, epochs=epochs, config=config, stage="backend", seed=config.seed,
-                 device=device, callback=callback, progress=progress, patience=config.backend.patience)
+                 device=device, callback=callback, progress=progress, patience=config.backend.patience,
+                 sampling=config.backend.sampling)
     if use_cache:
         cache.save_entry(key, backend.state_dict(), {"result": asdict(result), "config": config.to_dict(),
                                                      "dataset": str(data.path)})
     return backend, result
+
+
+def evaluate_checkpoint(backend: Backend, config: Config, data: InteractionData, device: torch.device) -> StageResult:
+    """Load ``backend.checkpoint`` (no training) and evaluate it on validation and test."""
+    from .errors import ConfigError
+
+    path = config.backend.checkpoint
+    if not os.path.isfile(path):
+        raise ConfigError(f"config key 'backend.checkpoint': file {path!r} does not exist")
+    start = time.perf_counter()
+    backend.load_checkpoint(path)
+    backend.to(device).eval()
+    kwargs = {"batch_size": config.train.eval_batch_size, "device": device}
+    valid = evaluate(backend.scorer(), data, "valid", **kwargs)
+    test = evaluate(backend.scorer(), data, "test", **kwargs)
+    return StageResult(0, 0, valid, test, [], time.perf_counter() - start, from_cache=False)
 
 
 def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: torch.device,
@@ -224,7 +247,8 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
     if dc.reverse_steps == 0 and dc.inference_start == "mean" and dc.freeze_backend:
         epochs = 0  # mean of liked items: nothing to train
     result = fit(model, data, torch.optim.Adam(groups), epochs=epochs, config=config, stage="ddrm",
-                 seed=config.seed + 1, device=device, callback=callback, progress=progress)
+                 seed=config.seed + 1, device=device, callback=callback, progress=progress, sampling=dc.sampling,
+                 patience=dc.patience)
     return model, result
 
 

@@ -71,6 +71,13 @@ class Backend(nn.Module):
         """Final ``(U, d)``, ``(I, d)`` embeddings; subclasses define propagation."""
         raise NotImplementedError
 
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Hook called before each training epoch (e.g. SGL redraws its augmented views)."""
+
+    def load_checkpoint(self, path: str) -> None:
+        """Load a reference-code state dict (ego embeddings) into this backend; subclasses map the keys."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load reference checkpoints")
+
     def train_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings used inside the training loss (default: the final ones)."""
         return self.embeddings()

@@ -20,4 +20,5 @@ class MF(Backend):
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.config.layers == 0:
             return self.user_emb.weight, self.item_emb.weight
-        return propagate(self.graph, self.user_emb.weight, self.item_emb.weight, self.config.layers)
+        return propagate(self.graph, self.user_emb.weight, self.item_emb.weight, self.config.layers,
+                         self.config.pooling)

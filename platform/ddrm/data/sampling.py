@@ -1,8 +1,13 @@
 """BPR triple sampling (DESIGN §1, Alg. 1), vectorised with numpy.
 
-One epoch = one triple per training interaction: ``u`` uniform over users that have training
-items, ``i`` uniform over u's training items, ``j`` uniform over items u never interacted with in
-training (rejection sampling against the sorted training keys).
+One epoch = one triple per training interaction. Two ways to pick the positive pair:
+
+- ``user`` (DESIGN Alg. 1, the reference code): ``u`` uniform over users with training items, ``i``
+  uniform over u's training items;
+- ``interaction``: every training pair once per epoch in random order (heavy users weigh more).
+
+``j`` is uniform over items u never interacted with in training (rejection sampling against the
+sorted training keys).
 """
 
 from __future__ import annotations
@@ -14,10 +19,16 @@ import scipy.sparse as sp
 import torch
 
 
+SAMPLING_MODES = ("user", "interaction")
+
+
 class BPRSampler:
     """Draws ``(users, pos, neg)`` int64 arrays of shape ``(n_train,)`` per epoch."""
 
-    def __init__(self, train: sp.csr_matrix, seed: int = 0) -> None:
+    def __init__(self, train: sp.csr_matrix, seed: int = 0, mode: str = "user") -> None:
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"sampling mode must be one of {SAMPLING_MODES}, got {mode!r}")
+        self.mode = mode
         self.n_users, self.n_items = train.shape
         self.indptr = train.indptr.astype(np.int64)
         self.indices = train.indices.astype(np.int64)
@@ -41,9 +52,13 @@ class BPRSampler:
     def sample(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` triples (default: one per training interaction)."""
         n = self.n_train if n is None else n
-        users = self.active_users[self.rng.integers(0, len(self.active_users), size=n)]
-        offsets = (self.rng.random(n) * self.degree[users]).astype(np.int64)
-        pos = self.indices[self.indptr[users] + offsets]
+        if self.mode == "interaction":
+            rows = self.rng.permutation(self.n_train)[:n] if n <= self.n_train else self.rng.integers(0, self.n_train, n)
+            users, pos = self.keys[rows] // self.n_items, self.indices[rows]
+        else:
+            users = self.active_users[self.rng.integers(0, len(self.active_users), size=n)]
+            offsets = (self.rng.random(n) * self.degree[users]).astype(np.int64)
+            pos = self.indices[self.indptr[users] + offsets]
         neg = self.rng.integers(0, self.n_items, size=n)
         bad = np.flatnonzero(self.is_train(users, neg))
         while len(bad):

@@ -1,0 +1,69 @@
+"""``ddrm train`` end to end on generated data, and its bad-input behaviour (exit 2, one line, nothing written)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ddrm.cli import main
+
+FAST = ["--set", "train.batch_size=64", "--set", "ddrm.hidden_dims=[8,16]", "--set", "ddrm.steps=4",
+        "--set", "backend.lr=0.01", "--quiet"]
+
+
+def test_train_writes_metrics_json(tiny_dataset_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--backend", "mf", "--dataset", "tiny", "--data-dir", str(tiny_dataset_dir),
+                 "--epochs", "2", "--seed", "3", "--out", str(out), *FAST])
+    assert code == 0
+    payload = json.loads((out / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        for key in ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20", "recall_at_50", "ndcg_at_100"):
+            assert 0.0 <= payload[split][key] <= 1.0
+    assert payload["config"]["seed"] == 3 and payload["config"]["ddrm"]["steps"] == 4
+    assert payload["config"]["ddrm"]["enabled"] is True and "ddrm" in payload
+    printed = capsys.readouterr().out
+    assert "recall_at_20" in printed and str(out / "metrics.json") in printed
+
+
+def test_no_ddrm_reports_the_backend(tiny_dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "tiny", "--data-dir", str(tiny_dataset_dir), "--no-ddrm", "--epochs", "1",
+                 "--out", str(out), *FAST]) == 0
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["test"] == payload["backend"]["test"] and "ddrm" not in payload
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--backend", "nosuch"], "backend.name"),
+    (["--dataset", "nosuch"], "nosuch"),
+    (["--set", "ddrm.noise_scale=1.5"], "ddrm.noise_scale"),
+    (["--set", "ddrm.steps=0"], "ddrm.steps"),
+    (["--set", "ddrm.inference_multiplier=0.5"], "ddrm.inference_multiplier"),
+    (["--set", "ddrm.nosuchkey=1"], "ddrm.nosuchkey"),
+    (["--set", "novalue"], "KEY=VALUE"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_dataset_dir, tmp_path, capsys, args, fragment):
+    out = tmp_path / "run"
+    base = ["train", "--dataset", "tiny", "--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--out", str(out)]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_data_dir_and_malformed_npy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DDRM_FETCH_BASE_URL", "http://127.0.0.1:9/")  # nothing listens: offline
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "ml-1m_noisy", "--data-dir", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "ml-1m_noisy" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists() and not out.exists()
+    bad = tmp_path / "data" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "train_list.npy").write_bytes(b"not a numpy file")
+    np.save(bad / "valid_list.npy", np.zeros((1, 2), dtype=np.int64))
+    np.save(bad / "test_list.npy", np.zeros((1, 2), dtype=np.int64))
+    assert main(["train", "--dataset", "bad", "--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "train_list.npy" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
