@@ -129,3 +129,19 @@ def test_loss_weighting_extremes(tiny_dataset_dir):
     assert values[(0.5, 0.0)] == pytest.approx((values[(1.0, 0.0)] + values[(0.0, 0.0)]) / 2, rel=1e-5)
     # sigmoid(.)^gamma < 1 shrinks the loss
     assert values[(0.5, 2.0)] < values[(0.5, 0.0)]
+
+
+def test_resume_from_a_snapshot_ends_like_an_uninterrupted_run(tiny_dataset_dir):
+    config = tiny_config(**{"train.epochs": 4, "train.patience": 10})
+    full = run(config, data_dir=tiny_dataset_dir, progress=False)
+    snapshots = []
+
+    def keep(event):
+        if event.stage == "ddrm" and event.epoch == 2:
+            snapshots.append(event.state())
+
+    run(config, data_dir=tiny_dataset_dir, progress=False, callback=keep)
+    assert snapshots and snapshots[0]["stage"] == "ddrm"
+    resumed = run(config, data_dir=tiny_dataset_dir, progress=False, resume=snapshots[0])
+    assert resumed.test == full.test
+    assert [h["epoch"] for h in resumed.ddrm.history] == [1, 2, 3, 4]

@@ -7,6 +7,7 @@ after each evaluation, so Tune / MLflow can observe without this module importin
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -44,6 +45,7 @@ class EvalEvent:
     best_valid: dict[str, float]
     seconds: float
     model: torch.nn.Module = field(repr=False)
+    state: Callable[[], dict[str, Any]] = field(repr=False, default=dict)  # resumable snapshot
 
 
 Callback = Callable[[EvalEvent], None]
@@ -109,39 +111,58 @@ def fit(
     progress: bool = True,
     patience: int | None = None,
     sampling: str = "user",
+    resume: dict[str, Any] | None = None,
 ) -> StageResult:
     """Train ``model`` (anything with ``loss(u, i, j)`` and ``scorer()``) with early stopping.
 
     Evaluates validation every ``train.eval_every`` epochs (and once at epoch 0 when ``epochs`` is 0),
     keeps the state with the best validation Recall@20, restores it and evaluates test there.
+    ``resume`` is a dict from ``EvalEvent.state()``: training continues after that evaluation with the
+    same model, optimiser, early-stopping and random-number state, so a resumed run ends where an
+    uninterrupted one would.
     """
     tc = config.train
     patience = patience or tc.patience
     sampler = BPRSampler(data.csr("train"), seed=seed, mode=sampling)
+    generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_state, best_valid, stale = -math.inf, 0, None, {}, 0
-    epochs_run = 0
+    track: dict[str, Any] = {"best_score": -math.inf, "best_epoch": 0, "best_state": None, "best_valid": {},
+                             "stale": 0, "history": [], "epoch": 0, "stopped": False}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        sampler.rng.bit_generator.state = resume["sampler_rng"]
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        track.update(resume["track"])
+        start -= track["history"][-1]["seconds"] if track["history"] else 0.0
 
-    def evaluate_now(epoch: int, loss: float) -> bool:
-        nonlocal best_score, best_epoch, best_state, best_valid, stale
+    def state() -> dict[str, Any]:
+        """Everything needed to continue after the current evaluation (CPU tensors)."""
+        return {"stage": stage, "model": _snapshot(model), "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "track": dict(track)}
+
+    def evaluate_now(epoch: int, loss: float) -> None:
         model.eval()
         valid = evaluate(model.scorer(), data, "valid", batch_size=tc.eval_batch_size, device=device)
-        improved = valid[SELECTION_METRIC] > best_score
-        if improved:
-            best_score, best_epoch, best_state, best_valid, stale = valid[SELECTION_METRIC], epoch, _snapshot(model), valid, 0
+        if valid[SELECTION_METRIC] > track["best_score"]:
+            track.update(best_score=valid[SELECTION_METRIC], best_epoch=epoch, best_state=_snapshot(model),
+                         best_valid=valid, stale=0)
         else:
-            stale += 1
+            track["stale"] += 1
         elapsed = time.perf_counter() - start
-        history.append({"epoch": epoch, "loss": loss, "seconds": elapsed, **valid})
+        track["history"] = track["history"] + [{"epoch": epoch, "loss": loss, "seconds": elapsed, **valid}]
+        track["epoch"] = epoch
+        track["stopped"] = track["stale"] >= patience or epoch >= epochs
         if callback is not None:
-            callback(EvalEvent(stage, epoch, loss, valid, best_valid, elapsed, model))
-        return stale >= patience
+            callback(EvalEvent(stage, epoch, loss, valid, track["best_valid"], elapsed, model, state))
 
-    if epochs == 0:
+    if epochs == 0 and resume is None:
         evaluate_now(0, float("nan"))
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
+    epoch = track["epoch"]
+    while not track["stopped"] and epoch < epochs:
+        epoch += 1
         model.train()
         if hasattr(model, "start_epoch"):
             model.start_epoch(epoch, generator)
@@ -158,15 +179,14 @@ def fit(
             optimizer.step()
             total += loss.item()
             batches += 1
-        epochs_run = epoch
         if epoch % tc.eval_every == 0 or epoch == epochs:
-            if evaluate_now(epoch, total / max(1, batches)):
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            evaluate_now(epoch, total / max(1, batches))
+    if track["best_state"] is not None:
+        model.load_state_dict(track["best_state"])
     model.eval()
     test = evaluate(model.scorer(), data, "test", batch_size=tc.eval_batch_size, device=device)
-    return StageResult(best_epoch, epochs_run, best_valid, test, history, time.perf_counter() - start)
+    return StageResult(track["best_epoch"], epoch, track["best_valid"], test, track["history"],
+                       time.perf_counter() - start)
 
 
 def backend_cache_key(config: Config, data: InteractionData) -> str:
@@ -188,14 +208,15 @@ def build_backend(config: Config, data: InteractionData, device: torch.device) -
 
 
 def fit_backend(config: Config, data: InteractionData, device: torch.device, callback: Callback | None = None,
-                progress: bool = True, use_cache: bool = True) -> tuple[Backend, StageResult]:
+                progress: bool = True, use_cache: bool = True,
+                resume: dict[str, Any] | None = None) -> tuple[Backend, StageResult]:
     """Train the backend, or load it from the cache when an identical one was trained before."""
     torch.manual_seed(config.seed)
     backend = build_backend(config, data, device)
     if config.backend.checkpoint:
         return backend, evaluate_checkpoint(backend, config, data, device)
     key = backend_cache_key(config, data)
-    if use_cache:
+    if use_cache and resume is None:
         hit = cache.load_entry(key)
         if hit is not None:
             state, info = hit
@@ -206,7 +227,7 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
     epochs = config.backend.epochs if config.backend.epochs is not None else config.train.epochs
     result = fit(backend, data, optimizer, epochs=epochs, config=config, stage="backend", seed=config.seed,
                  device=device, callback=callback, progress=progress, patience=config.backend.patience,
-                 sampling=config.backend.sampling)
+                 sampling=config.backend.sampling, resume=resume)
     if use_cache:
         cache.save_entry(key, backend.state_dict(), {"result": asdict(result), "config": config.to_dict(),
                                                      "dataset": str(data.path)})
@@ -230,7 +251,8 @@ def evaluate_checkpoint(backend: Backend, config: Config, data: InteractionData,
 
 
 def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: torch.device,
-             callback: Callback | None = None, progress: bool = True) -> tuple[DDRM, StageResult]:
+             callback: Callback | None = None, progress: bool = True,
+             resume: dict[str, Any] | None = None) -> tuple[DDRM, StageResult]:
     """Train DDRM's denoisers (and the backend too when ``freeze_backend`` is false)."""
     dc = config.ddrm
     torch.manual_seed(config.seed + 1)
@@ -248,25 +270,33 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
         epochs = 0  # mean of liked items: nothing to train
     result = fit(model, data, torch.optim.Adam(groups), epochs=epochs, config=config, stage="ddrm",
                  seed=config.seed + 1, device=device, callback=callback, progress=progress, sampling=dc.sampling,
-                 patience=dc.patience)
+                 patience=dc.patience, resume=resume)
     return model, result
 
 
 def run(config: Config, data: InteractionData | None = None, data_dir: str | os.PathLike | None = None,
-        callback: Callback | None = None, progress: bool = True, use_cache: bool = True) -> RunResult:
-    """Backend (cached) then DDRM; metrics of the final model on validation and test."""
+        callback: Callback | None = None, progress: bool = True, use_cache: bool = True,
+        resume: dict[str, Any] | None = None) -> RunResult:
+    """Backend (cached) then DDRM; metrics of the final model on validation and test.
+
+    ``resume``: a snapshot from ``EvalEvent.state()`` of an interrupted run of the same config; the run
+    continues from it (its ``stage`` says whether the backend or DDRM was training).
+    """
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     np.random.seed(config.seed)
     device = select_device(config.train.device)
     if data is None:
         data = load_prepared(config.data.name, data_dir or config.data.dir)
-    backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache)
+    stage = resume["stage"] if resume else None
+    backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache,
+                                          resume if stage == "backend" else None)
     info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
                             "backend_from_cache": backend_result.from_cache}
     if not config.ddrm.enabled:
         return RunResult(backend_result.valid, backend_result.test, backend_result, None, config.to_dict(), info)
-    model, ddrm_result = fit_ddrm(config, data, backend, device, callback, progress)
+    model, ddrm_result = fit_ddrm(config, data, backend, device, callback, progress,
+                                  resume if stage == "ddrm" else None)
     info["schedule"] = model.schedule.describe()
     info["reverse_steps"] = config.ddrm.reverse_steps
     return RunResult(ddrm_result.valid, ddrm_result.test, backend_result, ddrm_result, config.to_dict(), info)

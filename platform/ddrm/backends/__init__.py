@@ -1,6 +1,6 @@
 """Recommender backends; importing this package registers every backend file."""
 
-from . import mf  # noqa: F401
+from . import lightgcn, mf, sgl  # noqa: F401
 from .base import Backend
 
 __all__ = ["Backend"]

@@ -1,0 +1,110 @@
+"""SGL-ED (Wu et al., SIGIR 2021): LightGCN + a contrastive loss between two edge-dropout views.
+
+Each epoch (:meth:`SGL.start_epoch`, with the train loop's ``torch.Generator`` — deterministic) two views
+of the training graph are drawn: every user-item training edge is kept independently with probability
+``1 - backend.ssl_ratio`` per view, and each view's adjacency is re-normalised symmetrically,
+``D'^-1/2 A' D'^-1/2`` with the degrees of the dropped graph (no 1/keep rescaling).
+
+Loss per BPR batch::
+
+    BPR(full-graph propagation) + ssl_reg * (InfoNCE_users + InfoNCE_items) + L2(ego embeddings)
+
+InfoNCE is computed over the batch's *unique* users (and, separately, its unique positive items, as in
+SGL): ``z' , z''`` = the node's propagated embedding in view 1 / view 2, cosine similarity, temperature
+``tau = backend.ssl_temperature``, positives = the same node in the other view, negatives = the other
+unique batch nodes in the other view; ``-log softmax`` averaged over the unique nodes. (The SGL
+paper sums over the batch; BPR here is a batch *mean*, so the contrastive term is a mean too, which
+keeps the ratio between the two terms the paper's.)
+
+Final embeddings = full-graph propagation with ``backend.pooling`` (no dropout). As for LightGCN, set
+``--set backend.layers=3`` (paper setting; the config default 0 makes the views identical to the
+ego embeddings). Defaults from DESIGN §4: ``ssl_ratio`` 0.1, ``ssl_temperature`` 0.2, ``ssl_reg`` 0.1.
+The reference DDRM code's SGL checkpoint is meant for ``pooling: normalized_sum``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..config import BackendConfig
+from ..registry import register_backend
+from .lightgcn import LightGCN
+
+
+def dropped_adjacency(users: torch.Tensor, items: torch.Tensor, keep: torch.Tensor, n_users: int,
+                      n_items: int) -> torch.Tensor:
+    """Symmetric-normalised bipartite adjacency of the kept training edges, sparse COO ``(U+I, U+I)``.
+
+    users, items: (E,) long, the training edges; keep: (E,) bool.
+    """
+    u, i = users[keep], items[keep]
+    n = n_users + n_items
+    deg_u = torch.bincount(u, minlength=n_users).float()
+    deg_i = torch.bincount(i, minlength=n_items).float()
+    values = (deg_u[u] * deg_i[i]).rsqrt()  # every kept edge has degree >= 1 at both ends
+    rows = torch.cat([u, i + n_users])
+    cols = torch.cat([i + n_users, u])
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.cat([values, values]), (n, n),
+                                   check_invariants=False).coalesce()
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean InfoNCE between row-aligned ``(B, d)`` views: cosine similarity, in-batch negatives."""
+    z1 = nn.functional.normalize(view1, dim=1)
+    z2 = nn.functional.normalize(view2, dim=1)
+    logits = z1 @ z2.T / temperature
+    return nn.functional.cross_entropy(logits, torch.arange(len(z1), device=z1.device))
+
+
+@register_backend("sgl")
+class SGL(LightGCN):
+    """LightGCN encoder + edge-dropout contrastive views (see the module docstring)."""
+
+    def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+        super().__init__(config, n_users, n_items, train)
+        coo = sp.coo_matrix(train)
+        coo.sum_duplicates()
+        positive = coo.data > 0
+        self.register_buffer("edge_users", torch.from_numpy(coo.row[positive].astype(np.int64)), persistent=False)
+        self.register_buffer("edge_items", torch.from_numpy(coo.col[positive].astype(np.int64)), persistent=False)
+        # sparse COO adjacencies of the two views (buffers: they follow .to(device); None until start_epoch)
+        self.register_buffer("view1", None, persistent=False)
+        self.register_buffer("view2", None, persistent=False)
+        self.view_keep_rates: tuple[float, float] | None = None
+
+    def draw_views(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent edge-dropout views (sparse COO), drawn with ``generator`` (CPU)."""
+        n_edges = len(self.edge_users)
+        views, rates = [], []
+        for _ in range(2):
+            keep = torch.rand(n_edges, generator=generator) >= self.config.ssl_ratio
+            rates.append(float(keep.float().mean()) if n_edges else 1.0)
+            views.append(dropped_adjacency(self.edge_users, self.edge_items, keep.to(self.edge_users.device),
+                                           self.n_users, self.n_items))
+        self.view_keep_rates = (rates[0], rates[1])
+        return views[0], views[1]
+
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Redraw the two views for this epoch."""
+        self.view1, self.view2 = self.draw_views(generator)
+
+    def ssl_loss(self, users: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """InfoNCE between the two views over the batch's unique users plus its unique positive items."""
+        if self.view1 is None:  # loss() called outside the train loop: draw views with a fixed seed
+            self.start_epoch(0, torch.Generator().manual_seed(0))
+        users1, items1 = self.propagate_on("view1")
+        users2, items2 = self.propagate_on("view2")
+        u = torch.unique(users)
+        i = torch.unique(pos)
+        tau = self.config.ssl_temperature
+        return info_nce(users1[u], users2[u], tau) + info_nce(items1[i], items2[i], tau)
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """BPR on the full graph + L2 (base) + ``ssl_reg`` * InfoNCE."""
+        loss = self.bpr_loss(users, pos, neg)
+        if self.config.ssl_reg > 0:
+            loss = loss + self.config.ssl_reg * self.ssl_loss(users, pos)
+        return loss
