@@ -104,6 +104,64 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override applied to every trial, e.g. --set train.epochs=2")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
+    p.add_argument("--storage", help="Tune results folder, shared storage on a cluster (default: ./ray_results)")
+    p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all cores); ignored on a cluster")
+
+
+def _overrides(texts: list[str]) -> dict[str, Any]:
+    from .config import parse_override
+
+    return dict(parse_override(t) for t in texts)
+
+
+def _mlflow_hint(uri: str, experiment: str) -> str:
+    return f"compare the runs: mlflow ui --backend-store-uri {uri}   (experiment '{experiment}')"
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning.spec import load_search_spec
+
+    spec = load_search_spec(args.space, _overrides(args.overrides), args.num_samples)
+    from .tuning.runner import init_ray, run_search
+
+    init_ray(args.num_cpus)
+    summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
+                         resume=args.resume)
+    print(f"study {spec.name}: {summary['finished']}/{summary['trials']} trials finished, {summary['errored']} errored, "
+          f"{summary['epochs_spent']} epochs spent")
+    if summary["best"] is None:
+        print("no trial finished")
+        return 1
+    print("best config (by validation " + spec.metric + "):")
+    for key, value in sorted(summary["best"]["params"].items()):
+        print(f"  {key} = {value}")
+    print(format_metrics({"best valid": summary["best"]["valid"], "best test": summary["best"]["test"]}))
+    print(_mlflow_hint(summary["tracking_uri"], spec.name))
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .tuning.spec import load_ablation_spec
+
+    spec = load_ablation_spec(args.spec, _overrides(args.overrides), args.seeds)
+    from .tuning.runner import init_ray, run_ablation
+
+    init_ray(args.num_cpus)
+    summary = run_ablation(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
+                           resume=args.resume)
+    print(f"ablation {spec.name}: {summary['finished']}/{summary['trials']} trials finished, "
+          f"{summary['errored']} errored; test metrics, mean ± std over seeds:")
+    print(summary["table"])
+    print(_mlflow_hint(summary["tracking_uri"], spec.name))
+    return 0 if summary["finished"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.commands import add_data_parser
 
@@ -111,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_data_parser(subparsers)
     _add_train_parser(subparsers)
+    tune_parser = subparsers.add_parser("tune", help="hyperparameter search (Optuna TPE or grid, ASHA) on Ray Tune")
+    tune_parser.add_argument("space", help="search-space YAML (see search_spaces/)")
+    tune_parser.add_argument("--num-samples", type=int, help="number of trials (overrides the spec)")
+    _add_study_flags(tune_parser)
+    tune_parser.set_defaults(func=cmd_tune)
+    ablate_parser = subparsers.add_parser("ablate", help="run an ablation spec (variants x seeds) as Tune trials")
+    ablate_parser.add_argument("spec", help="ablation YAML (see ablations/)")
+    ablate_parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's list")
+    _add_study_flags(ablate_parser)
+    ablate_parser.set_defaults(func=cmd_ablate)
     return parser
 
 

@@ -20,7 +20,7 @@ import yaml
 from .errors import ConfigError
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
-DENOISERS = ("mlp",)
+DENOISERS = ("mlp", "transformer")
 INFERENCE_STARTS = ("mean", "noise")
 SAMPLING = ("interaction", "user")
 POOLINGS = ("mean", "normalized_sum")
@@ -94,7 +94,10 @@ class DDRMConfig:
     activation: str = "sigmoid"
     dropout: float = 0.5  # input dropout on the noisy embedding
     step_emb_dim: int = 10
-    denoiser: str = "mlp"
+    denoiser: str = "mlp"  # mlp | transformer (cond = query, step emb = key, noisy emb = value; Table 3)
+    transformer_heads: int = 4  # transformer denoiser: attention heads; must divide backend.dim
+    transformer_tokens: int = 4  # transformer denoiser: tokens each of cond / step emb / x_t is projected to
+    dynamic_scale: bool = False  # training noise per embedding with s' ~ U(0, s]; inference uses s
     inference_start: str = "mean"  # mean of liked items, or pure noise N(0, I)
     denoise_users: bool = True  # false: item-only (no user denoiser)
     freeze_backend: bool = True  # false: joint fine-tuning of the backend embeddings
@@ -127,6 +130,10 @@ class DDRMConfig:
         _require(self.step_emb_dim >= 2 and self.step_emb_dim % 2 == 0, "ddrm.step_emb_dim", self.step_emb_dim,
                  "an even integer >= 2")
         _require(self.denoiser in DENOISERS, "ddrm.denoiser", self.denoiser, f"one of {list(DENOISERS)}")
+        _require(self.transformer_heads >= 1, "ddrm.transformer_heads", self.transformer_heads,
+                 "an integer >= 1 that divides backend.dim")
+        _require(self.transformer_tokens >= 2, "ddrm.transformer_tokens", self.transformer_tokens,
+                 "an integer >= 2 (with one token the attention weights are constant)")
         _require(self.inference_start in INFERENCE_STARTS, "ddrm.inference_start", self.inference_start,
                  f"one of {list(INFERENCE_STARTS)}")
         _require(self.lr > 0, "ddrm.lr", self.lr, "a float > 0")

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..backends.base import Backend
 from ..config import DDRMConfig
-from .denoiser import MLPDenoiser
+from .denoiser import build_denoiser
 from .schedule import NoiseSchedule
 
 
@@ -40,10 +40,8 @@ class DDRM(nn.Module):
         self.schedule = NoiseSchedule(config.steps, config.noise_min, config.noise_max, config.noise_scale,
                                       config.first_beta)
         dim = backend.config.dim
-        make = lambda: MLPDenoiser(dim, config.hidden_dims, config.activation, config.dropout,  # noqa: E731
-                                   config.step_emb_dim)
-        self.item_denoiser = make()
-        self.user_denoiser = make() if config.denoise_users else None
+        self.item_denoiser = build_denoiser(config, dim)
+        self.user_denoiser = build_denoiser(config, dim) if config.denoise_users else None
         self.register_buffer("history_mean", row_mean_operator(train), persistent=False)
         if config.freeze_backend:
             with torch.no_grad():
@@ -60,17 +58,33 @@ class DDRM(nn.Module):
             return self.frozen_user_emb, self.frozen_item_emb
         return self.backend.embeddings()
 
+    def training_noise_scale(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """Per-embedding noise-scale factors ``s'/s`` for training, ``(B, 1)`` in (0, 1], or None.
+
+        With ``ddrm.dynamic_scale`` every noised embedding gets its own ``s' ~ U(0, s]``, i.e. its noise
+        variance ``1 - alpha_bar_t`` is multiplied by ``s'/s``, so the denoisers see a range of noise levels
+        below the configured one. Without it (and always at inference) the configured s is used: None.
+        """
+        if not self.config.dynamic_scale:
+            return None
+        return 1.0 - torch.rand(batch, 1, device=device)  # U(0, 1]
+
+    def add_training_noise(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``x_t ~ q(x_t | x_0)`` for training (with ``dynamic_scale``: a random s' per row)."""
+        scale = self.training_noise_scale(len(x0), x0.device)
+        return self.schedule.add_noise(x0, torch.randn_like(x0), t, scale=scale)
+
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """``mean( sigmoid(s_ui)^gamma * (lambda*BPR + (1-lambda)*(mse_u+mse_i)/2) )`` over the batch."""
         cfg = self.config
         all_users, all_items = self.backend_embeddings()
         e_u, e_i, e_j = all_users[users], all_items[pos], all_items[neg]
         t = torch.randint(1, cfg.steps + 1, (len(users),), device=e_u.device)
-        x_i = self.schedule.add_noise(e_i, torch.randn_like(e_i), t)
+        x_i = self.add_training_noise(e_i, t)
         hat_i = self.item_denoiser(x_i, t, e_u)
         mse = (hat_i - e_i).pow(2).mean(-1)
         if self.user_denoiser is not None:
-            x_u = self.schedule.add_noise(e_u, torch.randn_like(e_u), t)
+            x_u = self.add_training_noise(e_u, t)
             hat_u = self.user_denoiser(x_u, t, e_i)
             mse = (mse + (hat_u - e_u).pow(2).mean(-1)) / 2
         else:

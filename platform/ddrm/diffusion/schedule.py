@@ -47,14 +47,28 @@ class NoiseSchedule:
         values = table[t].to(device=like.device, dtype=like.dtype)
         return values.unsqueeze(-1) if values.ndim == 1 else values
 
-    def noise_std(self, t: torch.Tensor | int) -> torch.Tensor:
-        """``sqrt(1 - alpha_bar_t)``."""
+    def noise_std(self, t: torch.Tensor | int, scale: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``sqrt(1 - alpha_bar_t)``, or ``sqrt(scale * (1 - alpha_bar_t))`` with a noise-scale factor."""
         t = torch.as_tensor(t).clamp(max=self.steps).long()
-        return (1.0 - self.alpha_bar[t]).sqrt()
+        variance = 1.0 - self.alpha_bar[t]
+        if scale is not None:
+            scale = torch.as_tensor(scale, dtype=variance.dtype)
+            variance = variance.reshape(variance.shape + (1,) * max(scale.ndim - variance.ndim, 0)) * scale
+        return variance.sqrt()
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """Sample ``q(x_t | x_0) = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``; x0, noise: (B, d); t: (B,) or int."""
-        return self._at(self.alpha_bar.sqrt(), t, x0) * x0 + self._at((1.0 - self.alpha_bar).sqrt(), t, x0) * noise
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int,
+                  scale: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Sample ``q(x_t | x_0) = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``; x0, noise: (B, d); t: (B,) or int.
+
+        ``scale`` (a float or ``(B, 1)`` tensor in (0, 1]) multiplies the noise variance per row:
+        ``v = scale * (1 - alpha_bar_t)``, ``x_t = sqrt(1 - v) x_0 + sqrt(v) eps``. With the paper's schedule
+        ``1 - alpha_bar_t`` is proportional to s, so this is the same step run with ``s' = scale * s``
+        (``ddrm.dynamic_scale``). ``None`` (the default) is the plain schedule, bit for bit.
+        """
+        if scale is None:
+            return self._at(self.alpha_bar.sqrt(), t, x0) * x0 + self._at((1.0 - self.alpha_bar).sqrt(), t, x0) * noise
+        variance = self._at(1.0 - self.alpha_bar, t, x0) * torch.as_tensor(scale, dtype=x0.dtype, device=x0.device)
+        return (1.0 - variance).sqrt() * x0 + variance.sqrt() * noise
 
     def step(self, x0_pred: torch.Tensor, t: torch.Tensor | int, x_t: torch.Tensor) -> torch.Tensor:
         """Posterior mean ``mu~_t(x_t, x0_pred)`` = x_{t-1} without sampled noise; t > T reuses step T."""

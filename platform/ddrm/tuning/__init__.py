@@ -1,0 +1,1 @@
+"""Ray Tune studies: specs (search spaces, ablations), the trainable, the runner."""

@@ -1,0 +1,264 @@
+"""Drive studies on Ray Tune: ``run_search`` (``ddrm tune``) and ``run_ablation`` (``ddrm ablate``).
+
+Before any trial starts, the driver trains every distinct backend the trials need (once, into the
+shared backend cache), opens the MLflow parent run and then hands the trials to Tune. Locally Ray is
+started with the machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it joins the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..config import Config, config_from_dict, apply_overrides
+from ..data.fetch import ensure_dataset
+from ..data.prepared import load_prepared, resolve_data_dir
+from ..errors import ConfigError
+from .spec import AblationSpec, SearchSpec
+
+TABLE_METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
+
+
+@dataclass
+class StudyContext:
+    storage: Path
+    cache_dir: Path
+    data_dir: Path
+    tracking_uri: str
+
+
+def _context(storage: str | None, data_dir: str | None, tracking_uri: str | None) -> StudyContext:
+    from ..tracking import resolve_tracking_uri
+
+    storage_path = Path(storage or "ray_results").resolve()
+    cache = Path(os.environ.get("DDRM_CACHE_DIR") or storage_path / "backend_cache").resolve()
+    return StudyContext(storage_path, cache, resolve_data_dir(data_dir).resolve(), resolve_tracking_uri(tracking_uri))
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Join a running cluster when ``RAY_ADDRESS`` is set, else start a local Ray with pinned CPUs."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=True)
+
+
+def _encode(value: Any) -> Any:
+    """Optuna/Tune choices must be scalars: lists travel as YAML strings (decoded in :func:`decode`)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, (list, dict)) else value
+
+
+def decode(params: dict[str, Any], encoded: list[str]) -> dict[str, Any]:
+    return {k: (yaml.safe_load(v) if k in encoded and isinstance(v, str) else v) for k, v in params.items()}
+
+
+def pretrain_backends(configs: list[Config], ctx: StudyContext) -> int:
+    """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new."""
+    import torch
+
+    from .. import train as training
+
+    os.environ["DDRM_CACHE_DIR"] = str(ctx.cache_dir)
+    seen: set[str] = set()
+    trained = 0
+    for config in configs:
+        ensure_dataset(config.data.name, ctx.data_dir)
+        data = load_prepared(config.data.name, ctx.data_dir)
+        if config.backend.checkpoint:
+            continue
+        key = training.backend_cache_key(config, data)
+        if key in seen:
+            continue
+        seen.add(key)
+        _, result = training.fit_backend(config, data, torch.device("cpu"), progress=False)
+        if not result.from_cache:
+            trained += 1
+            print(f"pretrained backend {config.backend.name} seed {config.seed}: valid recall_at_20 "
+                  f"{result.valid.get('recall_at_20', float('nan')):.4f} ({result.seconds:.0f}s)", flush=True)
+    return trained
+
+
+def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> str:
+    blob = json.dumps({"kind": kind, "name": name, "payload": payload, "storage": str(storage)}, sort_keys=True,
+                      default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _tuner(trainable_params: dict[str, Any], spec_name: str, ctx: StudyContext, resources, max_failures: int,
+           callback, tune_config, resume: bool):
+    from ray import tune
+
+    from .trainable import ddrm_trainable
+
+    trainable = tune.with_resources(ddrm_trainable, {"cpu": resources.cpu, "gpu": resources.gpu})
+    path = ctx.storage / spec_name
+    if resume and tune.Tuner.can_restore(str(path)):
+        print(f"resuming study from {path}", flush=True)
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                  param_space=trainable_params)
+    if resume:
+        print(f"nothing to resume at {path}; starting a new study", flush=True)
+    run_config = tune.RunConfig(
+        name=spec_name, storage_path=str(ctx.storage), callbacks=[callback],
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1)
+    return tune.Tuner(trainable, param_space=trainable_params, tune_config=tune_config, run_config=run_config)
+
+
+def _study_params(base: dict[str, Any], ctx: StudyContext, resources, variants=None, encoded=None) -> dict:
+    return {"base": base, "variants": variants or {}, "data_dir": str(ctx.data_dir), "cache_dir": str(ctx.cache_dir),
+            "threads": max(1, int(math.ceil(resources.cpu))), "encoded": encoded or []}
+
+
+def _rows(results) -> list[dict[str, Any]]:
+    rows = []
+    for result in results:
+        config = dict(result.config or {})
+        metrics = dict(result.metrics or {})
+        rows.append({"config": config, "metrics": metrics, "error": str(result.error) if result.error else None,
+                     "done": bool(metrics.get("done"))})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- search
+def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
+               data_dir: str | None = None, resume: bool = False) -> dict[str, Any]:
+    """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .. import tracking
+    from .mlflow_callback import MLflowTrialCallback
+
+    ctx = _context(storage, data_dir, tracking_uri)
+    encoded = [k for k, d in spec.space.items() if d["type"] == "choice" and any(isinstance(v, (list, dict))
+                                                                              for v in d["values"])]
+    params: dict[str, Any] = {"_study": _study_params(spec.base, ctx, spec.resources, encoded=encoded)}
+    searches_backend = any(k.startswith("backend.") for k in spec.space)
+    base_config = config_from_dict(spec.base)
+    if not searches_backend and base_config.ddrm.enabled:
+        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx)
+    search_alg = None
+    if spec.mode == "grid":
+        for key, dist in spec.space.items():
+            params[key] = tune.grid_search([_encode(v) for v in dist["values"]])
+        params["seed"] = tune.grid_search(list(spec.seeds))
+    else:
+        space = {}
+        for key, dist in spec.space.items():
+            if dist["type"] == "choice":
+                space[key] = optuna.distributions.CategoricalDistribution([_encode(v) for v in dist["values"]])
+            elif dist["type"] == "randint":
+                space[key] = optuna.distributions.IntDistribution(dist["low"], dist["high"] - 1)
+            else:
+                space[key] = optuna.distributions.FloatDistribution(dist["low"], dist["high"],
+                                                                     log=dist["type"] == "loguniform")
+        params["seed"] = spec.seeds[0]
+        searcher = OptunaSearch(space=space, metric=spec.metric, mode="max",
+                                sampler=optuna.samplers.TPESampler(seed=spec.seeds[0]))
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    scheduler = None
+    if spec.scheduler["type"] == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.scheduler["max_t"],
+                                  grace_period=spec.scheduler["grace_period"],
+                                  reduction_factor=spec.scheduler["reduction_factor"], stop_last_trials=False)
+    tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=search_alg, scheduler=scheduler,
+                                  num_samples=spec.num_samples,
+                                  max_concurrent_trials=spec.max_concurrent if spec.mode == "grid" else None)
+    key = _study_key("tune", spec.name, {"base": spec.base, "space": spec.space, "mode": spec.mode}, ctx.storage)
+    parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
+                                       {"study": spec.name, "kind": "tune", "mode": spec.mode, "spec": spec.source})
+    callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
+    tuner = _tuner(params, spec.name, ctx, spec.resources, spec.max_failures, callback, tune_config, resume)
+    results = tuner.fit()
+    rows = _rows(results)
+    finished = [r for r in rows if r["done"]]
+    status = "FINISHED" if finished else "FAILED"
+    best = max(finished, key=lambda r: r["metrics"].get(spec.metric, -1.0)) if finished else None
+    summary = {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent,
+               "trials": len(rows), "finished": len(finished), "errored": sum(1 for r in rows if r["error"]),
+               "epochs_spent": int(sum(r["metrics"].get("epoch", 0) for r in rows)), "best": None}
+    if best is not None:
+        sampled = {k: v for k, v in decode(best["config"], encoded).items() if not k.startswith("_")}
+        summary["best"] = {"params": sampled, "valid": {k: best["metrics"][k] for k in TABLE_METRICS},
+                           "test": {k: best["metrics"].get(f"test_{k}") for k in TABLE_METRICS}}
+    tracking.log_table(ctx.tracking_uri, parent, json.dumps(summary, indent=2, default=str), "summary.json")
+    tracking.finish_run(ctx.tracking_uri, parent, status)
+    return summary
+
+
+# --------------------------------------------------------------------------------------- ablation
+def ablation_table(spec: AblationSpec, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Markdown table: mean ± std of test metrics over seeds per variant (failed trials counted apart)."""
+    per_variant: dict[str, list[dict[str, float]]] = {name: [] for name in spec.variants}
+    failed: dict[str, int] = {name: 0 for name in spec.variants}
+    for row in rows:
+        variant = row["config"].get("variant")
+        if variant not in per_variant:
+            continue
+        if row["done"]:
+            per_variant[variant].append(row["metrics"])
+        else:
+            failed[variant] += 1
+    header = "| variant | seeds | " + " | ".join(TABLE_METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2)]
+    data: dict[str, Any] = {}
+    for name, runs in per_variant.items():
+        cells, stats = [], {}
+        for metric in TABLE_METRICS:
+            values = np.array([r[f"test_{metric}"] for r in runs], dtype=float)
+            if len(values):
+                std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                cells.append(f"{values.mean():.4f} ± {std:.4f}")
+                stats[metric] = {"mean": float(values.mean()), "std": std, "values": values.tolist()}
+            else:
+                cells.append("—")
+        seeds = f"{len(runs)}" + (f" ({failed[name]} failed)" if failed[name] else "")
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+        data[name] = {"n": len(runs), "failed": failed[name], "test": stats}
+    return "\n".join(lines), data
+
+
+def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
+                 data_dir: str | None = None, resume: bool = False) -> dict[str, Any]:
+    """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats."""
+    from ray import tune
+
+    from .. import tracking
+    from .mlflow_callback import MLflowTrialCallback
+
+    ctx = _context(storage, data_dir, tracking_uri)
+    configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
+    pretrain_backends(configs, ctx)
+    params = {"_study": _study_params(spec.base, ctx, spec.resources, variants=spec.variants),
+              "variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
+    tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
+    key = _study_key("ablate", spec.name, {"base": spec.base, "variants": spec.variants, "seeds": spec.seeds},
+                     ctx.storage)
+    parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
+                                       {"study": spec.name, "kind": "ablate", "spec": spec.source})
+    callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
+    tuner = _tuner(params, spec.name, ctx, spec.resources, spec.max_failures, callback, tune_config, resume)
+    rows = _rows(tuner.fit())
+    table, stats = ablation_table(spec, rows)
+    tracking.log_table(ctx.tracking_uri, parent, table + "\n", "table.md")
+    done = sum(1 for r in rows if r["done"])
+    tracking.finish_run(ctx.tracking_uri, parent, "FINISHED" if done else "FAILED")
+    return {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent, "table": table,
+            "variants": stats, "trials": len(rows), "finished": done,
+            "errored": sum(1 for r in rows if r["error"])}

@@ -1,0 +1,265 @@
+"""Study specs: search-space YAML (``ddrm tune``) and ablation YAML (``ddrm ablate``), schema-validated.
+
+Both are checked completely before Ray starts; every error names the file and the key. Search space::
+
+    name: mf_ml1m_ddrm            # MLflow experiment / Tune run name
+    mode: tpe                     # tpe (seeded Optuna TPE) | grid (every combination of `choice` values)
+    num_samples: 24               # tpe: trials; grid: repeats of the whole grid
+    seeds: [0]                    # run seed(s); tpe takes exactly one
+    metric: recall_at_20          # validation metric to maximise
+    base: {backend: {name: mf}, train: {epochs: 20}}        # a config (sections data/backend/ddrm/train)
+    space:
+      ddrm.steps: {type: choice, values: [10, 20, 30]}
+      ddrm.noise_scale: {type: loguniform, low: 1.0e-4, high: 1.0e-3}
+    scheduler: {type: asha, grace_period: 2, max_t: 20, reduction_factor: 2}   # or {type: fifo}
+    max_concurrent: 2
+    resources: {cpu: 1, gpu: 0}
+    max_failures: 1
+
+Ablation::
+
+    name: item_only
+    base: {...}
+    seeds: [0, 1, 2]
+    variants: {full: {}, item_only: {ddrm.denoise_users: false}}
+    reference: full               # optional: the row significance is computed against
+    resources: {cpu: 1, gpu: 0}
+    max_concurrent: 2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ..config import Config, allowed_keys, apply_overrides, config_from_dict
+from ..errors import ConfigError
+
+DISTRIBUTIONS = {
+    "choice": ("values",),
+    "uniform": ("low", "high"),
+    "loguniform": ("low", "high"),
+    "randint": ("low", "high"),
+}
+SEARCH_KEYS = {"name", "mode", "num_samples", "seeds", "metric", "base", "space", "scheduler", "max_concurrent",
+               "resources", "max_failures", "description"}
+ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "resources", "max_concurrent", "max_failures",
+                 "description", "expected_minutes"}
+SCHEDULER_KEYS = {"type", "grace_period", "max_t", "reduction_factor"}
+VALID_METRICS = {f"{kind}_at_{k}" for kind in ("recall", "ndcg") for k in (10, 20, 50, 100)}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-trial resources; ``gpu`` may be fractional."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    name: str
+    mode: str
+    num_samples: int
+    seeds: tuple[int, ...]
+    metric: str
+    base: dict[str, Any]
+    space: dict[str, dict[str, Any]]
+    scheduler: dict[str, Any]
+    max_concurrent: int
+    resources: Resources
+    max_failures: int
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    name: str
+    base: dict[str, Any]
+    seeds: tuple[int, ...]
+    variants: dict[str, dict[str, Any]]
+    reference: str | None
+    resources: Resources
+    max_concurrent: int
+    max_failures: int
+    source: str = ""
+    description: str = ""
+    expected_minutes: float | None = None
+    trials: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _fail(source: str, message: str) -> None:
+    raise ConfigError(f"{source}: {message}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"spec file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def _resources(raw: Any, source: str) -> Resources:
+    if raw is None:
+        return Resources()
+    if not isinstance(raw, Mapping) or set(raw) - {"cpu", "gpu"}:
+        _fail(source, f"key 'resources' must be a mapping with 'cpu' and/or 'gpu', got {raw!r}")
+    cpu, gpu = raw.get("cpu", 1), raw.get("gpu", 0)
+    if not isinstance(cpu, (int, float)) or cpu <= 0:
+        _fail(source, f"key 'resources.cpu': {cpu!r} is not allowed; expected a number > 0")
+    if not isinstance(gpu, (int, float)) or gpu < 0:
+        _fail(source, f"key 'resources.gpu': {gpu!r} is not allowed; expected a number >= 0 (fractions allowed)")
+    return Resources(float(cpu), float(gpu))
+
+
+def _seeds(raw: Any, source: str) -> tuple[int, ...]:
+    seeds = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        _fail(source, f"key 'seeds': {raw!r} is not allowed; expected a non-empty list of integers")
+    return tuple(seeds)
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, default: int, source: str, minimum: int = 1) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(source, f"key '{key}': {value!r} is not allowed; expected an integer >= {minimum}")
+    return value
+
+
+def _base(raw: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    base = raw.get("base") or {}
+    if not isinstance(base, Mapping):
+        _fail(source, "key 'base' must be a config mapping (sections data/backend/ddrm/train, seed)")
+    try:
+        merged = apply_overrides(base, overrides)
+        config_from_dict(merged)
+    except ConfigError as exc:
+        _fail(source, f"in 'base' (with --set overrides): {exc}")
+    return merged
+
+
+def _check_point(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str, where: str) -> Config:
+    try:
+        return config_from_dict(apply_overrides(base, overrides))
+    except ConfigError as exc:
+        _fail(source, f"{where}: {exc}")
+        raise  # unreachable
+
+
+def _distribution(key: str, dist: Any, base: Mapping[str, Any], source: str) -> dict[str, Any]:
+    if key not in allowed_keys() or key == "seed":
+        _fail(source, f"space key '{key}' is not a config key; allowed: {', '.join(k for k in allowed_keys() if k != 'seed')}")
+    if not isinstance(dist, Mapping) or "type" not in dist:
+        _fail(source, f"space.{key}: expected a mapping with 'type' (one of {sorted(DISTRIBUTIONS)})")
+    kind = dist["type"]
+    if kind not in DISTRIBUTIONS:
+        _fail(source, f"space.{key}: unknown distribution {kind!r}; allowed: {sorted(DISTRIBUTIONS)}")
+    required = DISTRIBUTIONS[kind]
+    extra = set(dist) - {"type", *required}
+    missing = [k for k in required if k not in dist]
+    if missing or extra:
+        _fail(source, f"space.{key}: a {kind} distribution takes exactly {list(required)}"
+                      f"{f'; missing {missing}' if missing else ''}{f'; unknown {sorted(extra)}' if extra else ''}")
+    if kind == "choice":
+        values = dist["values"]
+        if not isinstance(values, list) or not values:
+            _fail(source, f"space.{key}.values: expected a non-empty list")
+        for value in values:
+            _check_point(base, {key: value}, source, f"space.{key} value {value!r}")
+    else:
+        low, high = dist["low"], dist["high"]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        if not numeric or not low < high or (kind == "loguniform" and low <= 0):
+            _fail(source, f"space.{key}: low {low!r} / high {high!r} are not allowed; expected numbers with low < high"
+                          f"{' and low > 0' if kind == 'loguniform' else ''}")
+        if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+            _fail(source, f"space.{key}: randint bounds must be integers")
+        _check_point(base, {key: low}, source, f"space.{key} low")
+        _check_point(base, {key: high - 1 if kind == "randint" else high}, source, f"space.{key} high")
+    return dict(dist)
+
+
+def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
+                     num_samples: int | None = None) -> SearchSpec:
+    """Parse and validate a search-space YAML; ``overrides`` (``--set``) apply to every trial."""
+    source = str(path)
+    raw = read_yaml(path)
+    unknown = set(raw) - SEARCH_KEYS
+    if unknown:
+        _fail(source, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(SEARCH_KEYS)}")
+    name = raw.get("name") or Path(path).stem
+    mode = raw.get("mode", "tpe")
+    if mode not in ("tpe", "grid"):
+        _fail(source, f"key 'mode': {mode!r} is not allowed; expected 'tpe' or 'grid'")
+    metric = raw.get("metric", "recall_at_20")
+    if metric not in VALID_METRICS:
+        _fail(source, f"key 'metric': {metric!r} is not allowed; expected one of {sorted(VALID_METRICS)}")
+    base = _base(raw, overrides or {}, source)
+    space_raw = raw.get("space") or {}
+    if not isinstance(space_raw, Mapping) or not space_raw:
+        _fail(source, "key 'space' must map config keys to distributions")
+    space = {key: _distribution(key, dist, base, source) for key, dist in space_raw.items()}
+    overridden = sorted(set(space) & set(overrides or {}))
+    if overridden:
+        _fail(source, f"--set fixes {overridden}, which the space searches; drop one of them")
+    if mode == "grid" and any(d["type"] != "choice" for d in space.values()):
+        bad = sorted(k for k, d in space.items() if d["type"] != "choice")
+        _fail(source, f"mode 'grid' needs 'choice' distributions only; not: {bad}")
+    seeds = _seeds(raw.get("seeds", [0]), source)
+    if mode == "tpe" and len(seeds) != 1:
+        _fail(source, "key 'seeds': mode 'tpe' takes exactly one seed (use mode 'grid' or `ddrm ablate` for repeats)")
+    scheduler = dict(raw.get("scheduler") or {"type": "fifo"})
+    if set(scheduler) - SCHEDULER_KEYS or scheduler.get("type") not in ("asha", "fifo"):
+        _fail(source, f"key 'scheduler': {scheduler!r} is not allowed; expected type asha|fifo with "
+                      f"grace_period/max_t/reduction_factor")
+    for key, default, minimum in (("grace_period", 1, 1), ("max_t", 100, 1), ("reduction_factor", 2, 2)):
+        scheduler[key] = _positive_int(scheduler, key, default, f"{source}: scheduler", minimum)
+    samples = num_samples if num_samples is not None else raw.get("num_samples", 1 if mode == "grid" else 10)
+    samples = _positive_int({"num_samples": samples}, "num_samples", 1, source)
+    return SearchSpec(name=name, mode=mode, num_samples=samples, seeds=seeds, metric=metric, base=base, space=space,
+                      scheduler=scheduler, max_concurrent=_positive_int(raw, "max_concurrent", 2, source),
+                      resources=_resources(raw.get("resources"), source),
+                      max_failures=_positive_int(raw, "max_failures", 1, source, minimum=0), source=source)
+
+
+def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
+                       seeds: int | None = None) -> AblationSpec:
+    """Parse and validate an ablation YAML; ``seeds`` (``--seeds N``) replaces the list by 0..N-1."""
+    source = str(path)
+    raw = read_yaml(path)
+    unknown = set(raw) - ABLATION_KEYS
+    if unknown:
+        _fail(source, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(ABLATION_KEYS)}")
+    base = _base(raw, overrides or {}, source)
+    variants_raw = raw.get("variants")
+    if not isinstance(variants_raw, Mapping) or not variants_raw:
+        _fail(source, "key 'variants' must map variant names to dotted overrides, e.g. {full: {}, "
+                      "item_only: {ddrm.denoise_users: false}}")
+    variants: dict[str, dict[str, Any]] = {}
+    for name, changes in variants_raw.items():
+        changes = dict(changes or {})
+        _check_point(base, changes, source, f"variant {name!r}")
+        variants[str(name)] = changes
+    reference = raw.get("reference")
+    if reference is not None and reference not in variants:
+        _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(variants)}")
+    seed_list = tuple(range(seeds)) if seeds is not None else _seeds(raw.get("seeds", [0]), source)
+    if seeds is not None and seeds < 1:
+        _fail(source, f"--seeds {seeds}: expected an integer >= 1")
+    expected = raw.get("expected_minutes")
+    return AblationSpec(name=raw.get("name") or Path(path).stem, base=base, seeds=seed_list, variants=variants,
+                        reference=reference, resources=_resources(raw.get("resources"), source),
+                        max_concurrent=_positive_int(raw, "max_concurrent", 2, source),
+                        max_failures=_positive_int(raw, "max_failures", 1, source, minimum=0), source=source,
+                        description=str(raw.get("description", "")), expected_minutes=expected,
+                        trials=[(v, s) for v in variants for s in seed_list])

@@ -1,0 +1,80 @@
+"""The Ray Tune function trainable around the pure ``train.run`` loop.
+
+A trial's ``params`` hold the sampled dotted keys (``"ddrm.steps": 30``), ``"seed"``, optionally
+``"variant"`` (ablations), and the study context under ``"_study"``: the base config, the variants,
+the data dir, the backend cache dir and the trial's CPU count. Every evaluation is reported with
+``tune.report`` together with a checkpoint; a retried trial resumes from ``tune.get_checkpoint()``.
+The backend is never trained here when the driver pre-trained it (it is loaded from the shared cache).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+FAULT_ENV = "DDRM_TEST_CRASH_ONCE"  # tests: path of a marker file; the trial kills its worker once
+
+
+def trial_config(params: dict[str, Any]):
+    """The validated :class:`~ddrm.config.Config` of one trial."""
+    from ..config import apply_overrides, config_from_dict
+
+    import yaml
+
+    study = params["_study"]
+    encoded = set(study.get("encoded", []))
+    overrides = {k: (yaml.safe_load(v) if k in encoded and isinstance(v, str) else v)
+                 for k, v in params.items() if not k.startswith("_") and k != "variant"}
+    if "variant" in params:
+        overrides = {**study["variants"][params["variant"]], **overrides}
+    return config_from_dict(apply_overrides(study["base"], overrides))
+
+
+def _metrics(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in values.items() if k != "n_users"}
+
+
+def ddrm_trainable(params: dict[str, Any]) -> None:
+    """Train one trial; report validation metrics per evaluation and test metrics at the end."""
+    from ray import tune
+
+    from ..train import TrainingDiverged, run
+
+    study = params["_study"]
+    os.environ["DDRM_CACHE_DIR"] = study["cache_dir"]
+    torch.set_num_threads(max(1, int(study.get("threads", 1))))
+    config = trial_config(params)
+    tuned_stage = "ddrm" if config.ddrm.enabled else "backend"
+
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+    crash_marker = os.environ.get(FAULT_ENV)
+
+    def report(event) -> None:
+        if event.stage != tuned_stage:
+            return
+        metrics = {"epoch": event.epoch, "loss": event.loss, **event.valid, **_metrics("best_", event.best_valid)}
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(event.state(), Path(folder) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        if crash_marker and event.epoch == 1 and not Path(crash_marker).exists():
+            Path(crash_marker).write_text("crashed once")
+            os._exit(1)  # simulate a worker dying mid-trial (fault-tolerance test)
+
+    try:
+        result = run(config, data_dir=study["data_dir"], callback=report, progress=False, resume=resume)
+    except TrainingDiverged as exc:
+        raise RuntimeError(f"trial diverged: {exc}") from None
+    stage = result.ddrm or result.backend
+    final = {"epoch": stage.epochs_run, "done": True, **result.valid, **_metrics("best_", result.valid),
+             **_metrics("test_", result.test), "best_epoch": stage.best_epoch}
+    tune.report(final)
