@@ -1,0 +1,78 @@
+"""Spec validation happens before Ray starts: each mistake is one ConfigError naming the file and key."""
+
+import pytest
+
+from ddrm.errors import ConfigError
+from ddrm.tuning.spec import load_ablation_spec, load_search_spec
+from conftest import REPO_ROOT
+
+SPACE = """
+name: s
+mode: tpe
+num_samples: 4
+seeds: [0]
+base: {data: {name: tiny}, train: {epochs: 2}}
+space:
+  ddrm.steps: {type: choice, values: [5, 10]}
+  ddrm.noise_scale: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+  ddrm.hidden_dims: {type: choice, values: [[8, 16], [16, 32]]}
+scheduler: {type: asha, grace_period: 1, max_t: 2, reduction_factor: 2}
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_search_spec(tmp_path):
+    spec = load_search_spec(write(tmp_path, SPACE), {"train.batch_size": 64})
+    assert spec.mode == "tpe" and spec.num_samples == 4 and spec.scheduler["type"] == "asha"
+    assert spec.base["train"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize("old,new,fragment", [
+    ("mode: tpe", "mode: bayes", "mode"),
+    ("{type: loguniform,", "{type: lognormal,", "unknown distribution"),
+    ("ddrm.steps:", "ddrm.stepz:", "ddrm.stepz"),
+    ("values: [5, 10]", "values: [5, 0]", "ddrm.steps"),
+    ("low: 1.0e-4, high: 1.0e-2", "low: 1.0e-2, high: 1.0e-4", "low"),
+    ("seeds: [0]", "seeds: [0, 1]", "seeds"),
+    ("num_samples: 4", "num_samples: 4\nnum_sample: 3", "num_sample"),
+    ("grace_period: 1", "grace: 1", "scheduler"),
+    ("train: {epochs: 2}", "train: {epochs: -1}", "train.epochs"),
+])
+def test_search_spec_errors_name_file_and_key(tmp_path, old, new, fragment):
+    assert old in SPACE
+    path = write(tmp_path, SPACE.replace(old, new))
+    with pytest.raises(ConfigError, match=fragment) as info:
+        load_search_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_grid_needs_choices_and_set_cannot_fix_a_searched_key(tmp_path):
+    with pytest.raises(ConfigError, match="grid"):
+        load_search_spec(write(tmp_path, SPACE.replace("mode: tpe", "mode: grid")))
+    with pytest.raises(ConfigError, match="ddrm.steps"):
+        load_search_spec(write(tmp_path, SPACE), {"ddrm.steps": 3})
+
+
+def test_ablation_spec(tmp_path):
+    text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1]\nreference: full\n"
+            "variants: {full: {}, item_only: {ddrm.denoise_users: false}}\n")
+    spec = load_ablation_spec(write(tmp_path, text))
+    assert spec.trials == [("full", 0), ("full", 1), ("item_only", 0), ("item_only", 1)]
+    assert load_ablation_spec(write(tmp_path, text), seeds=3).seeds == (0, 1, 2)
+    with pytest.raises(ConfigError, match="variant 'bad'"):
+        load_ablation_spec(write(tmp_path, text.replace("item_only: {", "bad: {ddrm.steps: 0, ")))
+    with pytest.raises(ConfigError, match="reference"):
+        load_ablation_spec(write(tmp_path, text.replace("reference: full", "reference: nope")))
+
+
+@pytest.mark.parametrize("folder,loader", [("search_spaces", load_search_spec), ("ablations", load_ablation_spec)])
+def test_shipped_specs_are_valid(folder, loader):
+    paths = sorted((REPO_ROOT / folder).glob("*.yaml"))
+    assert paths, f"no specs in {folder}/"
+    for path in paths:
+        loader(path)
