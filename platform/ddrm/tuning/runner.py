@@ -82,7 +82,11 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext) -> int:
         if key in seen:
             continue
         seen.add(key)
-        _, result = training.fit_backend(config, data, torch.device("cpu"), progress=False)
+        try:
+            _, result = training.fit_backend(config, data, torch.device("cpu"), progress=False)
+        except training.TrainingDiverged as exc:  # the trials that need it will fail on their own
+            print(f"warning: pretraining backend {config.backend.name} seed {config.seed} failed: {exc}", flush=True)
+            continue
         if not result.from_cache:
             trained += 1
             print(f"pretrained backend {config.backend.name} seed {config.seed}: valid recall_at_20 "
@@ -235,8 +239,13 @@ def ablation_table(spec: AblationSpec, rows: list[dict[str, Any]]) -> tuple[str,
 
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
-                 data_dir: str | None = None, resume: bool = False) -> dict[str, Any]:
-    """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats."""
+                 data_dir: str | None = None, resume: bool = False,
+                 crash_once_marker: str | None = None) -> dict[str, Any]:
+    """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats.
+
+    ``crash_once_marker`` (fault-injection tests): each trial kills its own worker after its first
+    evaluation unless that marker file exists, creating it first — so exactly one crash happens.
+    """
     from ray import tune
 
     from .. import tracking
@@ -245,7 +254,10 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     ctx = _context(storage, data_dir, tracking_uri)
     configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
     pretrain_backends(configs, ctx)
-    params = {"_study": _study_params(spec.base, ctx, spec.resources, variants=spec.variants),
+    study = _study_params(spec.base, ctx, spec.resources, variants=spec.variants)
+    if crash_once_marker:
+        study["crash_once_marker"] = crash_once_marker
+    params = {"_study": study,
               "variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
     key = _study_key("ablate", spec.name, {"base": spec.base, "variants": spec.variants, "seeds": spec.seeds},

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 STATE_FILE = "state.pt"
-FAULT_ENV = "DDRM_TEST_CRASH_ONCE"  # tests: path of a marker file; the trial kills its worker once
+FAULT_ENV = "DDRM_TEST_CRASH_ONCE"  # fault injection: marker path; the trial kills its worker once
 
 
 def trial_config(params: dict[str, Any]):
@@ -57,7 +57,7 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
 
-    crash_marker = os.environ.get(FAULT_ENV)
+    crash_marker = study.get("crash_once_marker") or os.environ.get(FAULT_ENV)
 
     def report(event) -> None:
         if event.stage != tuned_stage:

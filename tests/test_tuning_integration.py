@@ -1,0 +1,104 @@
+"""Real Ray Tune studies on generated data: local Ray (num_cpus=2), sqlite MLflow in a tmp dir."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from conftest import make_interactions  # noqa: E402
+from ddrm.data import write_prepared  # noqa: E402
+from ddrm.tuning.runner import run_ablation, run_search  # noqa: E402
+from ddrm.tuning.spec import load_ablation_spec, load_search_spec  # noqa: E402
+
+BASE = """base:
+  data: {name: tiny}
+  train: {epochs: 3, batch_size: 64, patience: 5}
+  backend: {lr: 0.01}
+  ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def study_dirs(tmp_path):
+    train, valid, test = make_interactions(n_users=40, n_items=30, seed=1)
+    write_prepared(tmp_path / "data" / "tiny", train, valid, test)
+    return {"data_dir": str(tmp_path / "data"), "storage": str(tmp_path / "ray"),
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+
+def children(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    kids = [r for r in runs if r.data.tags.get("role") == "trial"]
+    return client, parents, kids
+
+
+def test_ablation_logs_nested_runs_and_a_correct_table(ray_local, study_dirs, tmp_path):
+    spec_path = tmp_path / "abl.yaml"
+    spec_path.write_text("name: abl\n" + BASE + "seeds: [0, 1]\nvariants:\n  full: {}\n"
+                         "  item_only: {ddrm.denoise_users: false}\nresources: {cpu: 1}\nmax_concurrent: 2\n")
+    summary = run_ablation(load_ablation_spec(spec_path), **study_dirs)
+    assert summary["finished"] == 4 and summary["errored"] == 0
+    client, parents, kids = children(study_dirs["tracking_uri"], "abl")
+    assert len(parents) == 1 and len(kids) == 4
+    assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+    assert sorted((k.data.tags["variant"], k.data.tags["seed"]) for k in kids) == [
+        ("full", "0"), ("full", "1"), ("item_only", "0"), ("item_only", "1")]
+    for kid in kids:
+        assert kid.info.status == "FINISHED"
+        assert kid.data.params["ddrm.steps"] == "4"
+        history = client.get_metric_history(kid.info.run_id, "valid_recall_at_20")
+        assert [m.step for m in history] == [1, 2, 3]
+        assert "test_recall_at_20" in kid.data.metrics
+        assert "config.yaml" in [a.path for a in client.list_artifacts(kid.info.run_id)]
+    # the table's mean over seeds equals the child runs' test metrics
+    for variant in ("full", "item_only"):
+        values = [k.data.metrics["test_recall_at_20"] for k in kids if k.data.tags["variant"] == variant]
+        stats = summary["variants"][variant]["test"]["recall_at_20"]
+        assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(np.std(values, ddof=1))
+    assert "| full | 2 |" in summary["table"]
+
+
+def test_tpe_asha_search_and_a_diverging_trial_does_not_stop_the_study(ray_local, study_dirs, tmp_path):
+    spec_path = tmp_path / "space.yaml"
+    spec_path.write_text("name: srch\nmode: tpe\nnum_samples: 4\nseeds: [0]\n" + BASE +
+                         "space:\n  ddrm.lr: {type: choice, values: [0.01, 1.0e+30]}\n"
+                         "  ddrm.steps: {type: choice, values: [2, 4]}\n"
+                         "scheduler: {type: asha, grace_period: 1, max_t: 3, reduction_factor: 2}\n"
+                         "max_concurrent: 2\nresources: {cpu: 1}\nmax_failures: 0\n")
+    summary = run_search(load_search_spec(spec_path), **study_dirs)
+    assert summary["trials"] == 4 and summary["finished"] >= 1
+    assert summary["best"]["params"]["ddrm.lr"] == 0.01
+    assert summary["best"]["test"]["recall_at_20"] is not None
+    _, parents, kids = children(study_dirs["tracking_uri"], "srch")
+    assert len(kids) == 4
+    failed = [k for k in kids if k.info.status == "FAILED"]
+    assert len(failed) == summary["errored"]
+    for kid in failed:
+        assert kid.data.params["ddrm.lr"] == "1e+30" and "diverged" in kid.data.tags["error"]
+
+
+def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_metrics(ray_local, study_dirs, tmp_path):
+    marker = tmp_path / "crashed"
+    spec_text = "name: NAME\n" + BASE + "seeds: [0]\nvariants:\n  full: {}\nresources: {cpu: 1}\nmax_failures: 2\n"
+    undisturbed = tmp_path / "a.yaml"
+    undisturbed.write_text(spec_text.replace("NAME", "calm"))
+    calm = run_ablation(load_ablation_spec(undisturbed), **study_dirs)
+    crashing = tmp_path / "b.yaml"
+    crashing.write_text(spec_text.replace("NAME", "crash"))
+    crashed = run_ablation(load_ablation_spec(crashing), **study_dirs, crash_once_marker=str(marker))
+    assert marker.exists(), "the trial never crashed"
+    assert crashed["finished"] == 1
+    assert crashed["variants"]["full"]["test"] == calm["variants"]["full"]["test"]
