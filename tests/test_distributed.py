@@ -1,0 +1,115 @@
+"""Slow end-to-end tests through real processes: `ray job submit` against a loopback head, and a driver
+killed mid-study that resumes with --resume without duplicating MLflow runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, make_interactions
+from ddrm.data import write_prepared
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+SPEC = """name: {name}
+base:
+  data: {{name: tiny}}
+  train: {{epochs: {epochs}, batch_size: 64, patience: 50}}
+  backend: {{lr: 0.01}}
+  ddrm: {{hidden_dims: [8, 16], steps: 4, lr: 0.01}}
+seeds: [0, 1]
+variants:
+  full: {{}}
+  item_only: {{ddrm.denoise_users: false}}
+resources: {{cpu: 1}}
+max_concurrent: 1
+"""
+
+
+def _prepare(tmp_path: Path, name: str, epochs: int) -> tuple[Path, Path]:
+    train, valid, test = make_interactions(n_users=40, n_items=30, seed=2)
+    write_prepared(tmp_path / "data" / "tiny", train, valid, test)
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SPEC.format(name=name, epochs=epochs))
+    return spec, tmp_path / "data"
+
+
+def _trial_runs(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "trial"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DDRM_CACHE_DIR"] = str(tmp_path / "cache")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def test_job_submit_to_a_loopback_head(tmp_path):
+    spec, data = _prepare(tmp_path, "submitted", epochs=2)
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    env = _env(tmp_path)
+    port, dash = "6391", "8299"
+    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
+                            f"--dashboard-port={dash}", "--include-dashboard=true", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr
+    try:
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        submit = subprocess.run(
+            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(tmp_path),
+             "--", "ddrm", "ablate", str(spec), "--data-dir", str(data), "--storage", str(tmp_path / "results"),
+             "--tracking-uri", uri],
+            env=env, capture_output=True, text=True, timeout=900)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "SUCCEEDED" in submit.stdout + submit.stderr
+        runs = _trial_runs(uri, "submitted")
+        assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
+    spec, data = _prepare(tmp_path, "resumable", epochs=6)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "ddrm.cli", "ablate", str(spec), "--data-dir", str(data), "--storage",
+            str(tmp_path / "results"), "--tracking-uri", uri, "--num-cpus", "2"]
+    env = _env(tmp_path)
+    driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill the driver once the first trial has finished
+        if any(r.info.status == "FINISHED" for r in _trial_runs(uri, "resumable")):
+            break
+        time.sleep(2)
+    else:
+        os.killpg(driver.pid, signal.SIGKILL)
+        pytest.fail("no trial finished within 10 minutes")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True)
+    before = _trial_runs(uri, "resumable")
+    assert 1 <= len(before) <= 4
+    resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = _trial_runs(uri, "resumable")
+    keys = sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in after)
+    assert keys == [("full", "0"), ("full", "1"), ("item_only", "0"), ("item_only", "1")], keys
+    assert all(r.info.status == "FINISHED" for r in after)
+    client = MlflowClient(uri)
+    parents = [r for r in client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
+               if r.data.tags.get("role") == "study"]
+    assert len(parents) == 1
