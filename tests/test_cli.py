@@ -67,3 +67,21 @@ def test_missing_data_dir_and_malformed_npy(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "train_list.npy" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_study_commands_fail_before_ray_on_bad_specs_and_missing_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DDRM_FETCH_BASE_URL", "http://127.0.0.1:9/")
+    spec = tmp_path / "a.yaml"
+    spec.write_text("name: a\nbase: {data: {name: ml-1m_noisy}}\nvariants: {full: {}}\n")
+    assert main(["ablate", str(spec), "--data-dir", str(tmp_path / "nodata")]) == 2
+    assert "ml-1m_noisy" in capsys.readouterr().err
+    spec.write_text("name: a\nvariants: {full: {ddrm.stepz: 3}}\n")
+    assert main(["ablate", str(spec)]) == 2
+    assert "ddrm.stepz" in capsys.readouterr().err
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nspace: {ddrm.steps: {type: normal, mu: 3}}\n")
+    assert main(["tune", str(space)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown distribution" in err and len(err.strip().splitlines()) == 1
+    import ray
+    assert not ray.is_initialized()

@@ -145,3 +145,21 @@ def test_resume_from_a_snapshot_ends_like_an_uninterrupted_run(tiny_dataset_dir)
     resumed = run(config, data_dir=tiny_dataset_dir, progress=False, resume=snapshots[0])
     assert resumed.test == full.test
     assert [h["epoch"] for h in resumed.ddrm.history] == [1, 2, 3, 4]
+
+
+def test_random_noise_injection(tiny_dataset_dir):
+    from ddrm.data.noise import inject_random_noise
+    from ddrm.train import load_dataset
+
+    data = load_prepared("tiny", tiny_dataset_dir)
+    noisy = inject_random_noise(data, 0.5, seed=3)
+    added = noisy.train[len(data.train):]
+    assert noisy.train_noise.sum() == len(added) and not noisy.train_noise[: len(data.train)].any()
+    per_user = np.bincount(data.train[:, 0], minlength=data.n_users)
+    assert len(added) == sum(int(np.floor(0.5 * c + 0.5)) for c in per_user if c)
+    observed = {tuple(p) for p in np.concatenate([data.train, data.valid, data.test]).tolist()}
+    injected = {tuple(p) for p in np.concatenate([added, noisy.valid[len(data.valid):]]).tolist()}
+    assert not observed & injected  # only unobserved pairs
+    assert np.array_equal(noisy.test, data.test)
+    again = load_dataset(tiny_config(**{"data.noise_ratio": 0.5, "data.noise_seed": 3}), tiny_dataset_dir)
+    assert np.array_equal(again.train, noisy.train) and again.fingerprint() != data.fingerprint()

@@ -74,12 +74,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data.fetch import ensure_dataset
     from .data.prepared import load_prepared, resolve_data_dir
-    from .train import run
+    from .train import load_dataset, run
 
     config = load_config(args.config, _train_overrides(args))
     data_dir = resolve_data_dir(config.data.dir)
     ensure_dataset(config.data.name, data_dir)
-    data = load_prepared(config.data.name, data_dir)
+    data = load_dataset(config, data_dir)
     out = Path(args.out) if args.out else Path("runs") / (
         f"{config.data.name}-{config.backend.name}{'-ddrm' if config.ddrm.enabled else ''}-seed{config.seed}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}")
@@ -124,12 +124,24 @@ def _mlflow_hint(uri: str, experiment: str) -> str:
     return f"compare the runs: mlflow ui --backend-store-uri {uri}   (experiment '{experiment}')"
 
 
+def _check_datasets(names: set[str], data_dir: str | None) -> None:
+    """Fail with one line before Ray starts when a dataset is missing or malformed."""
+    from .data.fetch import ensure_dataset
+    from .data.prepared import load_prepared, resolve_data_dir
+
+    for name in sorted(names):
+        ensure_dataset(name, resolve_data_dir(data_dir))
+        load_prepared(name, resolve_data_dir(data_dir))
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning.spec import load_search_spec
 
     spec = load_search_spec(args.space, _overrides(args.overrides), args.num_samples)
+    from .config import config_from_dict
     from .tuning.runner import init_ray, run_search
 
+    _check_datasets({config_from_dict(spec.base).data.name}, args.data_dir)
     init_ray(args.num_cpus)
     summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
                          resume=args.resume)
@@ -150,8 +162,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .tuning.spec import load_ablation_spec
 
     spec = load_ablation_spec(args.spec, _overrides(args.overrides), args.seeds)
+    from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
 
+    _check_datasets({config_from_dict(apply_overrides(spec.base, v)).data.name for v in spec.variants.values()},
+                    args.data_dir)
     init_ray(args.num_cpus)
     summary = run_ablation(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
                            resume=args.resume)

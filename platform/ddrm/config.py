@@ -32,8 +32,11 @@ class DataConfig:
 
     name: str = "ml-1m_noisy"
     dir: str | None = None  # None: --data-dir, else $DDRM_DATA_DIR, else ./data
+    noise_ratio: float = 0.0  # random-noise setting: add this share of unobserved pairs to train/valid
+    noise_seed: int = 0  # seed of the injected pairs (fixed across run seeds: same data for every seed)
 
     def __post_init__(self) -> None:
+        _require(0 <= self.noise_ratio <= 1, "data.noise_ratio", self.noise_ratio, "a float in [0, 1]")
         _require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                  "data.name", self.name, "a dataset folder name (no '/')")
 

@@ -83,6 +83,14 @@ class RunResult:
         return out
 
 
+def load_dataset(config: Config, data_dir: str | os.PathLike | None = None) -> InteractionData:
+    """The prepared split named by ``data.name``, with random noise injected when ``data.noise_ratio`` > 0."""
+    from .data.noise import inject_random_noise
+
+    data = load_prepared(config.data.name, data_dir or config.data.dir)
+    return inject_random_noise(data, config.data.noise_ratio, config.data.noise_seed)
+
+
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -287,7 +295,7 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
     np.random.seed(config.seed)
     device = select_device(config.train.device)
     if data is None:
-        data = load_prepared(config.data.name, data_dir or config.data.dir)
+        data = load_dataset(config, data_dir)
     stage = resume["stage"] if resume else None
     backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache,
                                           resume if stage == "backend" else None)

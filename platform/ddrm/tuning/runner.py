@@ -75,7 +75,7 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext) -> int:
     trained = 0
     for config in configs:
         ensure_dataset(config.data.name, ctx.data_dir)
-        data = load_prepared(config.data.name, ctx.data_dir)
+        data = training.load_dataset(config, ctx.data_dir)
         if config.backend.checkpoint:
             continue
         key = training.backend_cache_key(config, data)
