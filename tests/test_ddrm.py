@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_learns_and_scores_all_items
+
 from ddrm.config import Config
 from ddrm.data import load_prepared
 from ddrm.data.sampling import BPRSampler
@@ -46,20 +48,7 @@ def test_ddrm_loss_decreases_and_scores_rank_all_items(tiny_dataset_dir):
     backend, _ = fit_backend(config, data, torch.device("cpu"), progress=False)
     torch.manual_seed(0)
     model = DDRM(config.ddrm, backend, data.csr("train"), seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    sampler = BPRSampler(data.csr("train"), seed=1)
-    u, i, j = (torch.from_numpy(a) for a in sampler.sample())
-    losses = []
-    for _ in range(60):
-        loss = model.loss(u, i, j)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
-    model.eval()
-    scores = model.scorer()(torch.arange(data.n_users))
-    assert scores.shape == (data.n_users, data.n_items) and torch.isfinite(scores).all()
+    assert_learns_and_scores_all_items(model, data, steps=60)
 
 
 def test_inference_steps_zero_is_the_mean_of_liked_items(tiny_dataset_dir):

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_learns_and_scores_all_items
+
 from ddrm.config import Config
 from ddrm.data import load_prepared
 from ddrm.data.sampling import BPRSampler
@@ -85,19 +87,7 @@ def test_tiny_ddrm_with_transformer_denoiser_trains_and_scores_all_items(tiny_da
     model = DDRM(config.ddrm, backend, data.csr("train"), seed=0)
     assert isinstance(model.item_denoiser, TransformerDenoiser)
     assert isinstance(model.user_denoiser, TransformerDenoiser)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    u, i, j = (torch.from_numpy(a) for a in BPRSampler(data.csr("train"), seed=1).sample())
-    losses = []
-    for _ in range(50):
-        loss = model.loss(u, i, j)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
-    model.eval()
-    scores = model.scorer()(torch.arange(data.n_users))
-    assert scores.shape == (data.n_users, data.n_items) and torch.isfinite(scores).all()
+    assert_learns_and_scores_all_items(model, data, steps=50)
 
 
 # --- dynamic scale --------------------------------------------------------------------------------------
