@@ -1,6 +1,5 @@
 """DDRM variant switches (DESIGN §2): transformer denoiser and dynamic noise scale, on generated data."""
 
-import numpy as np
 import pytest
 import torch
 

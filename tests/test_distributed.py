@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, make_interactions
+from conftest import make_interactions
 from ddrm.data import write_prepared
 
 pytestmark = pytest.mark.slow

@@ -73,7 +73,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data.fetch import ensure_dataset
-    from .data.prepared import load_prepared, resolve_data_dir
+    from .data.prepared import resolve_data_dir
     from .train import load_dataset, run
 
     config = load_config(args.config, _train_overrides(args))

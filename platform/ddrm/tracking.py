@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 METRIC_PREFIXES = ("recall_at_", "ndcg_at_", "best_", "test_")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from ..config import BackendConfig
 from ..registry import register_backend

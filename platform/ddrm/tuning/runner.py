@@ -20,8 +20,7 @@ import yaml
 
 from ..config import Config, config_from_dict, apply_overrides
 from ..data.fetch import ensure_dataset
-from ..data.prepared import load_prepared, resolve_data_dir
-from ..errors import ConfigError
+from ..data.prepared import resolve_data_dir
 from .spec import AblationSpec, SearchSpec
 
 TABLE_METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
