@@ -4,6 +4,7 @@ killed mid-study that resumes with --resume without duplicating MLflow runs."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -55,9 +56,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["DDRM_CACHE_DIR"] = str(tmp_path / "cache")
     env.pop("RAY_ADDRESS", None)
-    # Ray 2.60 enables token auth on a head as soon as ~/.ray/auth_token exists; say it explicitly so the
-    # head creates the token if needed and `ray job submit` (same user) presents it
+    # Ray 2.60 enables token auth on a head as soon as ~/.ray/auth_token exists; use it explicitly, with a
+    # token of this test's own, so the head and `ray job submit` agree on a fresh machine too
     env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     return env
 
 
