@@ -109,6 +109,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def _read_spec(path: str | Path, allowed: set[str]) -> tuple[str, dict[str, Any]]:
+    """``(source name, top-level mapping)``; unknown top-level keys are an error."""
+    raw = read_yaml(path)
+    unknown = set(raw) - allowed
+    if unknown:
+        _fail(str(path), f"unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return str(path), raw
+
+
 def _resources(raw: Any, source: str) -> Resources:
     if raw is None:
         return Resources()
@@ -192,11 +201,7 @@ def _distribution(key: str, dist: Any, base: Mapping[str, Any], source: str) -> 
 def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
                      num_samples: int | None = None) -> SearchSpec:
     """Parse and validate a search-space YAML; ``overrides`` (``--set``) apply to every trial."""
-    source = str(path)
-    raw = read_yaml(path)
-    unknown = set(raw) - SEARCH_KEYS
-    if unknown:
-        _fail(source, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(SEARCH_KEYS)}")
+    source, raw = _read_spec(path, SEARCH_KEYS)
     name = raw.get("name") or Path(path).stem
     mode = raw.get("mode", "tpe")
     if mode not in ("tpe", "grid"):
@@ -235,11 +240,7 @@ def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = Non
 def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
                        seeds: int | None = None) -> AblationSpec:
     """Parse and validate an ablation YAML; ``seeds`` (``--seeds N``) replaces the list by 0..N-1."""
-    source = str(path)
-    raw = read_yaml(path)
-    unknown = set(raw) - ABLATION_KEYS
-    if unknown:
-        _fail(source, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(ABLATION_KEYS)}")
+    source, raw = _read_spec(path, ABLATION_KEYS)
     base = _base(raw, overrides or {}, source)
     variants_raw = raw.get("variants")
     if not isinstance(variants_raw, Mapping) or not variants_raw:
