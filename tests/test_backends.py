@@ -278,20 +278,18 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.pt.*does not exist"):
         model.load_checkpoint(str(missing))
 
-    wrong_shape = tmp_path / "wrong_shape.pt"
-    torch.save({"embedding_user.weight": torch.zeros(30, 4), "embedding_item.weight": torch.zeros(20, 4)}, wrong_shape)
-    with pytest.raises(ConfigError, match=r"wrong_shape\.pt.*embedding_user\.weight.*\(30, 4\).*\(30, 8\)"):
-        model.load_checkpoint(str(wrong_shape))
-
-    wrong_rows = tmp_path / "wrong_rows.pt"
-    torch.save({"user_emb.weight": torch.zeros(30, 8), "item_emb.weight": torch.zeros(21, 8)}, wrong_rows)
-    with pytest.raises(ConfigError, match=r"wrong_rows\.pt.*item_emb\.weight.*\(21, 8\).*\(20, 8\)"):
-        model.load_checkpoint(str(wrong_rows))
-
-    unknown = tmp_path / "unknown_keys.pt"
-    torch.save({"foo.weight": torch.zeros(30, 8), "bar": torch.zeros(20, 8)}, unknown)
-    with pytest.raises(ConfigError, match=r"unknown_keys\.pt.*\['bar', 'foo\.weight'\].*embedding_user\.weight"):
-        model.load_checkpoint(str(unknown))
+    bad_state_dicts = [
+        ("wrong_shape.pt", {"embedding_user.weight": torch.zeros(30, 4), "embedding_item.weight": torch.zeros(20, 4)},
+         r"wrong_shape\.pt.*embedding_user\.weight.*\(30, 4\).*\(30, 8\)"),
+        ("wrong_rows.pt", {"user_emb.weight": torch.zeros(30, 8), "item_emb.weight": torch.zeros(21, 8)},
+         r"wrong_rows\.pt.*item_emb\.weight.*\(21, 8\).*\(20, 8\)"),
+        ("unknown_keys.pt", {"foo.weight": torch.zeros(30, 8), "bar": torch.zeros(20, 8)},
+         r"unknown_keys\.pt.*\['bar', 'foo\.weight'\].*embedding_user\.weight"),
+    ]
+    for name, state, message in bad_state_dicts:
+        torch.save(state, tmp_path / name)
+        with pytest.raises(ConfigError, match=message):
+            model.load_checkpoint(str(tmp_path / name))
 
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"not a torch file")
