@@ -21,15 +21,44 @@ import numpy as np
 
 from ddrm.config import load_config, parse_override
 from ddrm.data import load_prepared
-from ddrm.train import run
+from ddrm.train import EvalEvent, run
 
 METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
 
 
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``"a=1,b=[2,3]"`` -> ``["a=1", "b=[2,3]"]``."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [item for item in items + [current] if item.strip()]
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    """``"NAME=k=v,k=v"`` -> (NAME, ["k=v", "k=v"])."""
+    """``"NAME=k=v,k=[1,2]"`` -> (NAME, ["k=v", "k=[1,2]"])."""
     name, _, rest = text.partition("=")
-    return name, [item for item in rest.split(",") if item.strip()]
+    return name, split_top_level(rest)
+
+
+def log_evaluation(event: EvalEvent) -> None:
+    """One stderr line per evaluation, so a long run can be followed."""
+    print(f"  {event.stage} epoch {event.epoch}: loss {event.loss:.4f} valid R@20 {event.valid['recall_at_20']:.4f} "
+          f"(best {event.best_valid['recall_at_20']:.4f}, {event.seconds:.1f}s)", file=sys.stderr, flush=True)
+
+
+def write_json(path: str, dataset: str, seeds: list[int], common: list[str], rows: dict) -> None:
+    """Write atomically, so an interrupted run leaves the last complete file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_text(json.dumps({"dataset": dataset, "seeds": seeds, "common": common, "rows": rows},
+                                  indent=2, default=str))
+    partial.replace(target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,28 +68,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", action="append", required=True, help="NAME=key=value,key=value")
     parser.add_argument("--set", dest="common", action="append", default=[], help="override for every variant")
-    parser.add_argument("--json", help="write all per-seed results here")
+    parser.add_argument("--json", help="write all per-seed results here (rewritten after every run)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the (variant, seed) runs already in --json and run only the missing ones")
     args = parser.parse_args(argv)
 
     data = load_prepared(args.dataset, args.data_dir)
     variants = [parse_variant(v) for v in args.variant]
     rows: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    if args.resume and args.json and Path(args.json).is_file():
+        done = json.loads(Path(args.json).read_text())["rows"]
+        rows.update({name: [r for r in done.get(name, []) if r["seed"] in args.seeds] for name in rows})
     for seed in args.seeds:
         for name, overrides in variants:
+            if any(r["seed"] == seed for r in rows[name]):
+                continue
             pairs = dict(parse_override(o) for o in args.common + overrides)
             config = load_config(None, {"data.name": args.dataset, "seed": seed, **pairs})
             start = time.perf_counter()
-            result = run(config, data=data, progress=False)
+            result = run(config, data=data, progress=False, callback=log_evaluation)
             stage = result.ddrm or result.backend
             rows[name].append({"seed": seed, "test": result.test, "valid": result.valid,
                                "best_epoch": stage.best_epoch, "epochs_run": stage.epochs_run,
                                "seconds": time.perf_counter() - start, "config": config.to_flat_dict()})
+            if args.json:
+                write_json(args.json, args.dataset, args.seeds, args.common, rows)
             print(f"seed {seed} {name}: test R@20 {result.test['recall_at_20']:.4f} (best epoch {stage.best_epoch}, "
                   f"{time.perf_counter() - start:.0f}s)", file=sys.stderr, flush=True)
     header = "| variant | seeds | " + " | ".join(m.replace("_at_", "@").replace("recall", "R").replace("ndcg", "N")
                                                 for m in METRICS) + " | best epoch |"
     lines = [header, "|" + "---|" * (len(METRICS) + 3)]
     for name, runs in rows.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        if not runs:
+            continue
         cells = []
         for metric in METRICS:
             values = np.array([r["test"][metric] for r in runs])
@@ -68,10 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         epochs = ",".join(str(r["best_epoch"]) for r in runs)
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {epochs} |")
     print("\n".join(lines))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "seeds": args.seeds, "common": args.common,
-                                               "rows": rows}, indent=2, default=str))
     return 0
 
 

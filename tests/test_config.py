@@ -50,3 +50,16 @@ def test_bad_override_syntax_and_file(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_backend_layers_default_to_each_backends_paper_setting():
+    assert Config().backend.layers == 0  # MF: no propagation
+    lightgcn = load_config(None, {"backend.name": "lightgcn"})
+    assert lightgcn.backend.layers == 3 and load_config(None, {"backend.name": "sgl"}).backend.layers == 3
+    assert load_config(None, {"backend.name": "sgl", "backend.layers": 0}).backend.layers == 0
+    # switching the backend of a config whose layers were defaulted follows the new backend's default
+    assert Config().replace({"backend.name": "lightgcn"}).backend.layers == 3
+    assert lightgcn.replace({"backend.name": "mf"}).backend.layers == 0
+    # an explicit layer count survives a backend switch, and the flat dict records the resolved count
+    assert Config().replace({"backend.layers": 2}).replace({"backend.name": "sgl"}).backend.layers == 2
+    assert lightgcn.to_flat_dict()["backend.layers"] == 3

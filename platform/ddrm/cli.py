@@ -100,6 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cached = " (backend from cache)" if result.backend.from_cache else ""
     print(f"backend best epoch {result.backend.best_epoch}{cached}"
           + (f"; ddrm best epoch {result.ddrm.best_epoch}" if result.ddrm else ""))
+    if result.diagnostics:
+        print("denoising diagnostics (injected training pairs): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in result.diagnostics.items()))
     print(f"wrote {out / 'metrics.json'}")
     return 0
 

@@ -47,7 +47,7 @@ class BackendConfig:
 
     name: str = "mf"
     dim: int = 64  # embedding size d
-    layers: int = 0  # propagation layers over D^-1/2 A D^-1/2 for the final embeddings (0: none)
+    layers: int | None = None  # propagation layers over D^-1/2 A D^-1/2 (None: the backend's default_layers)
     lr: float = 1e-3
     weight_decay: float = 1e-4  # L2 on the batch's embeddings, LightGCN-style (per-sample mean)
     init_std: float = 0.1  # N(0, init_std) initialisation
@@ -61,9 +61,14 @@ class BackendConfig:
     ssl_reg: float = 0.1  # SGL: weight of the contrastive loss
 
     def __post_init__(self) -> None:
-        from .registry import backend_names  # local import: registry imports model files
+        from .registry import backend_names, get_backend  # local import: registry imports model files
 
         _require(self.name in backend_names(), "backend.name", self.name, f"one of {backend_names()}")
+        # unset layers: the backend's own default (mf 0, lightgcn/sgl 3: the paper's settings, DESIGN §4);
+        # remembered so that Config.replace re-resolves it when only backend.name changes
+        object.__setattr__(self, "layers_defaulted", self.layers is None)
+        if self.layers is None:
+            object.__setattr__(self, "layers", int(getattr(get_backend(self.name), "default_layers", 0)))
         _require(self.dim >= 1, "backend.dim", self.dim, "an integer >= 1")
         _require(self.layers >= 0, "backend.layers", self.layers, "an integer >= 0")
         _require(self.lr > 0, "backend.lr", self.lr, "a float > 0")
@@ -195,7 +200,10 @@ class Config:
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
         """A new config with dotted overrides applied (validated)."""
-        return config_from_dict(apply_overrides(self.to_dict(), overrides))
+        nested = self.to_dict()
+        if getattr(self.backend, "layers_defaulted", False) and "backend.layers" not in overrides:
+            nested["backend"]["layers"] = None  # follow a changed backend.name to its default
+        return config_from_dict(apply_overrides(nested, overrides))
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:

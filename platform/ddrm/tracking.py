@@ -16,7 +16,7 @@ from typing import Any
 
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-METRIC_PREFIXES = ("recall_at_", "ndcg_at_", "best_", "test_")
+METRIC_PREFIXES = ("recall_at_", "ndcg_at_", "best_", "test_", "diag_")
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:

@@ -74,10 +74,13 @@ class RunResult:
     ddrm: StageResult | None
     config: dict[str, Any]
     info: dict[str, Any]
+    diagnostics: dict[str, float] = field(default_factory=dict)  # known-noise data only (ddrm.diagnostics)
 
     def to_json(self) -> dict[str, Any]:
         out = {"valid": self.valid, "test": self.test, "config": self.config, "backend": asdict(self.backend),
                "info": self.info}
+        if self.diagnostics:
+            out["diagnostics"] = self.diagnostics
         if self.ddrm is not None:
             out["ddrm"] = asdict(self.ddrm)
         return out
@@ -301,10 +304,26 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
                                           resume if stage == "backend" else None)
     info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
                             "backend_from_cache": backend_result.from_cache}
+    diagnostics = _diagnostics("backend", backend, config, data, device)
     if not config.ddrm.enabled:
-        return RunResult(backend_result.valid, backend_result.test, backend_result, None, config.to_dict(), info)
+        return RunResult(backend_result.valid, backend_result.test, backend_result, None, config.to_dict(), info,
+                         diagnostics)
     model, ddrm_result = fit_ddrm(config, data, backend, device, callback, progress,
                                   resume if stage == "ddrm" else None)
     info["schedule"] = model.schedule.describe()
     info["reverse_steps"] = config.ddrm.reverse_steps
-    return RunResult(ddrm_result.valid, ddrm_result.test, backend_result, ddrm_result, config.to_dict(), info)
+    diagnostics.update(_diagnostics("ddrm", model, config, data, device))
+    return RunResult(ddrm_result.valid, ddrm_result.test, backend_result, ddrm_result, config.to_dict(), info,
+                     diagnostics)
+
+
+def _diagnostics(prefix: str, model: torch.nn.Module, config: Config, data: InteractionData,
+                 device: torch.device) -> dict[str, float]:
+    """``{prefix}_noise_auc`` etc. (see :mod:`.diagnostics`) when the training noise is known, else {}."""
+    from .diagnostics import has_known_noise, noise_diagnostics
+
+    if not has_known_noise(data):
+        return {}
+    model.eval()
+    values = noise_diagnostics(model.scorer(), data, batch_size=config.train.eval_batch_size, device=device)
+    return {f"{prefix}_{k}" if k != "noise_train_share" else k: v for k, v in values.items()}

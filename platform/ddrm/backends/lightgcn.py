@@ -5,9 +5,9 @@ pooled over layers 0..K by ``backend.pooling`` (``mean``: LightGCN; ``normalized
 DDRM code's SGL, see :func:`.base.propagate`). The loss is BPR on the *propagated* embeddings plus the
 base's L2 on the batch's ego embeddings (``weight_decay * 0.5 * |e^(0)|^2 / B``, LightGCN's regulariser).
 
-**Set the layer count.** ``backend.layers`` defaults to 0 in the config, and LightGCN with 0 layers
-is plain MF. Use ``--set backend.layers=3`` for the paper setting (DESIGN §4: 3 layers, lr 1e-3,
-decay 1e-4, batch 2048); the reference DDRM code scores its LightGCN checkpoint with 2 layers.
+**Layer count.** ``backend.layers`` left unset means :attr:`LightGCN.default_layers` = 3, the paper
+setting (DESIGN §4: 3 layers, lr 1e-3, decay 1e-4, batch 2048); ``layers: 0`` is plain MF. The
+reference DDRM code scores its LightGCN checkpoint with 2 layers.
 
 ``backend.checkpoint`` loads the reference code's pretrained ego embeddings (see :mod:`.checkpoint`);
 with 3 layers and mean pooling the released LightGCN checkpoint gives the paper's LightGCN row on
@@ -69,6 +69,8 @@ def to_csr(graph: torch.Tensor) -> torch.Tensor:
 @register_backend("lightgcn")
 class LightGCN(Backend):
     """LightGCN with ``backend.layers`` layers and ``backend.pooling`` pooling (see the module docstring)."""
+
+    default_layers = 3
 
     def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)

@@ -16,9 +16,8 @@ unique batch nodes in the other view; ``-log softmax`` averaged over the unique 
 paper sums over the batch; BPR here is a batch *mean*, so the contrastive term is a mean too, which
 keeps the ratio between the two terms the paper's.)
 
-Final embeddings = full-graph propagation with ``backend.pooling`` (no dropout). As for LightGCN, set
-``--set backend.layers=3`` (paper setting; the config default 0 makes the views identical to the
-ego embeddings). Defaults from DESIGN §4: ``ssl_ratio`` 0.1, ``ssl_temperature`` 0.2, ``ssl_reg`` 0.1.
+Final embeddings = full-graph propagation with ``backend.pooling`` (no dropout). As for LightGCN, ``backend.layers``
+left unset means 3, the paper setting. Defaults from DESIGN §4: ``ssl_ratio`` 0.1, ``ssl_temperature`` 0.2, ``ssl_reg`` 0.1.
 The reference DDRM code's SGL checkpoint is meant for ``pooling: normalized_sum``.
 """
 

@@ -69,7 +69,7 @@ class MLflowTrialCallback(Callback):
         now = int(time.time() * 1000)
         metrics = _numeric(result)
         if result.get("done"):
-            metrics = {k: v for k, v in metrics.items() if k.startswith(("test_", "best_"))}
+            metrics = {k: v for k, v in metrics.items() if k.startswith(("test_", "best_", "diag_"))}
         else:
             metrics = {(f"valid_{k}" if k.startswith(("recall_at_", "ndcg_at_")) else k): v
                        for k, v in metrics.items() if not k.startswith("best_")}

@@ -76,5 +76,6 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
         raise RuntimeError(f"trial diverged: {exc}") from None
     stage = result.ddrm or result.backend
     final = {"epoch": stage.epochs_run, "done": True, **result.valid, **_metrics("best_", result.valid),
-             **_metrics("test_", result.test), "best_epoch": stage.best_epoch}
+             **_metrics("test_", result.test), "best_epoch": stage.best_epoch,
+             **_metrics("diag_", result.diagnostics)}
     tune.report(final)
