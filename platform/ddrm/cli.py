@@ -180,6 +180,36 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0 if summary["finished"] else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import collect_runs, write_plots, write_tables
+    from .tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    frame, facts = collect_runs(uri, args.target)
+    reference = args.reference or facts["tags"].get("reference") or None
+    if reference and reference not in set(frame["variant"]):
+        raise DDRMError(f"--reference '{reference}' is not a variant of '{args.target}'; variants: "
+                        f"{sorted(set(frame['variant']))}")
+    out = Path(args.out) if args.out else Path("reports") / args.target
+    text = write_tables(frame, out, reference, args.alpha, title=f"{args.target} ({uri})")
+    plots = write_plots(frame, out)
+    print(text)
+    if facts["failed"]:
+        print(f"({facts['failed']} failed trial(s) not counted)")
+    print(f"wrote {out / 'table.md'}, {out / 'table.csv'}" + "".join(f", {p}" for p in plots))
+    return 0
+
+
+def _add_report_parser(subparsers) -> None:
+    p = subparsers.add_parser("report", help="tables (mean ± std, paired t-test) and plots from MLflow runs")
+    p.add_argument("target", help="MLflow experiment name (an ablation/study name) or a parent run id")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
+    p.add_argument("--out", help="output folder (default: reports/TARGET)")
+    p.add_argument("--reference", help="variant the significance test compares against (default: the spec's)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the paired t-test (0.01)")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.commands import add_data_parser
 
@@ -197,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate_parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's list")
     _add_study_flags(ablate_parser)
     ablate_parser.set_defaults(func=cmd_ablate)
+    _add_report_parser(subparsers)
     return parser
 
 

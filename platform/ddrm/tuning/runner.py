@@ -262,7 +262,8 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     key = _study_key("ablate", spec.name, {"base": spec.base, "variants": spec.variants, "seeds": spec.seeds},
                      ctx.storage)
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
-                                       {"study": spec.name, "kind": "ablate", "spec": spec.source})
+                                       {"study": spec.name, "kind": "ablate", "spec": spec.source,
+                                        "reference": spec.reference or ""})
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
     tuner = _tuner(params, spec.name, ctx, spec.resources, spec.max_failures, callback, tune_config, resume)
     rows = _rows(tuner.fit())

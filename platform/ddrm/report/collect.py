@@ -1,0 +1,75 @@
+"""Read the trial runs of an MLflow experiment (or of one parent run) into a DataFrame, one row per trial.
+
+Columns: ``run_id``, ``parent_run``, ``model``, ``variant``, ``seed``, ``start_time``, every logged metric
+(``test_recall_at_20``, ``diag_ddrm_noise_auc``, ...) and every param prefixed ``param.`` (the flat config,
+``param.ddrm.steps``). Only FINISHED trials count; when the same (model, variant, seed) was run more than
+once (a repeated study in one experiment) the latest run is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ..errors import DDRMError
+
+MODEL_PARAM_KEYS = ("model.name", "backend.name")  # the first one present names the row's model
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _search_all(client, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def resolve_target(uri: str, target: str) -> tuple[list[str], str | None, dict[str, str]]:
+    """``(experiment_ids, parent_run_id or None, parent tags)`` for an experiment name or a parent run id."""
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(target)
+    if experiment is not None:
+        parents = _search_all(client, [experiment.experiment_id], "tags.role = 'study'")
+        tags = dict(max(parents, key=lambda r: r.info.start_time).data.tags) if parents else {}
+        return [experiment.experiment_id], None, tags
+    try:
+        run = client.get_run(target)
+    except Exception:  # noqa: BLE001 - MLflow raises different types per store for an unknown id
+        names = sorted(e.name for e in client.search_experiments())
+        raise DDRMError(f"'{target}' is neither an MLflow experiment nor a run id in {uri}; "
+                        f"experiments there: {names}") from None
+    return [run.info.experiment_id], run.info.run_id, dict(run.data.tags)
+
+
+def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Trial rows (see the module docstring) and facts about them (``failed`` trials, parent ``tags``)."""
+    client = _client(uri)
+    experiment_ids, parent, tags = resolve_target(uri, target)
+    query = "tags.role = 'trial'" + (f" and tags.parent_run = '{parent}'" if parent else "")
+    runs = _search_all(client, experiment_ids, query)
+    rows, failed = [], 0
+    for run in runs:
+        if run.info.status != "FINISHED":
+            failed += run.info.status == "FAILED"
+            continue
+        params = run.data.params
+        model = next((params[k] for k in MODEL_PARAM_KEYS if k in params), "model")
+        row = {"run_id": run.info.run_id, "parent_run": run.data.tags.get("parent_run", ""), "model": model,
+               "variant": run.data.tags.get("variant", "trial"), "seed": int(run.data.tags.get("seed", 0)),
+               "start_time": run.info.start_time, **run.data.metrics}
+        row.update({f"param.{k}": v for k, v in params.items()})
+        rows.append(row)
+    if not rows:
+        raise DDRMError(f"no finished trial runs under '{target}' in {uri} ({failed} failed)")
+    frame = pd.DataFrame(rows).sort_values("start_time", kind="stable")
+    frame = frame.drop_duplicates(["model", "variant", "seed"], keep="last").reset_index(drop=True)
+    return frame, {"failed": failed, "tags": tags, "parent_run": parent}

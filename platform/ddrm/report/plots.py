@@ -1,0 +1,125 @@
+"""PNG plots of a report (matplotlib, Agg backend):
+
+- ``bars.png``: grouped bars of test R@20 and N@20 per variant, one bar colour per model, error bars =
+  std over seeds (Fig. 4/5, Table 3 style ablations);
+- ``vs_<key>.png`` for every numeric config key that the runs sweep (``data.noise_ratio`` for Fig. 3,
+  ``ddrm.steps``/``ddrm.noise_scale``/... for Fig. 6): the metric (mean ± std over seeds) against the
+  key's value, with every *other* swept numeric key held at its most common value (one-at-a-time
+  sensitivity), one line per model and setting of the remaining varying keys. Noise-AUC diagnostics are
+  added as a panel when present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LINE_METRICS = ("test_recall_at_20", "test_ndcg_at_20")
+LABELS = {"test_recall_at_20": "test Recall@20", "test_ndcg_at_20": "test NDCG@20"}
+
+
+def _as_float(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", "null", ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def varying_params(frame: pd.DataFrame) -> list[str]:
+    """Config keys (``param.*`` columns, seed excluded) with more than one value across the runs."""
+    return [c for c in frame.columns if c.startswith("param.") and c != "param.seed"
+            and frame[c].astype(str).nunique() > 1]
+
+
+def swept_numeric(frame: pd.DataFrame) -> list[str]:
+    """Varying keys whose every value is a number (at least two distinct numbers)."""
+    keys = []
+    for column in varying_params(frame):
+        values = [_as_float(v) for v in frame[column]]
+        if all(v is not None for v in values) and len(set(values)) >= 2:
+            keys.append(column)
+    return keys
+
+
+def _mode(series: pd.Series) -> str:
+    return series.astype(str).value_counts().index[0]
+
+
+def _bars(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in LINE_METRICS if m in frame.columns]
+    variants = list(dict.fromkeys(frame["variant"]))
+    models = list(dict.fromkeys(frame["model"]))
+    width = 0.8 / len(models)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(5, 1.2 * len(variants)) * len(metrics) / 1.5, 4),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for k, model in enumerate(models):
+            stats = frame[frame["model"] == model].groupby("variant", sort=False)[metric].agg(["mean", "std"])
+            stats = stats.reindex(variants)
+            x = np.arange(len(variants)) + (k - (len(models) - 1) / 2) * width
+            ax.bar(x, stats["mean"], width, yerr=stats["std"].fillna(0.0), capsize=3, label=model)
+        lows = frame[metric].min()
+        ax.set_ylim(bottom=max(0.0, lows * 0.9))
+        ax.set_xticks(np.arange(len(variants)), variants, rotation=30, ha="right")
+        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    subset = frame
+    for other in [k for k in swept_numeric(frame) if k != key]:
+        subset = subset[subset[other].astype(str) == _mode(frame[other])]
+    series_keys = ["model"] + [k for k in others if k != key and subset[k].astype(str).nunique() > 1]
+    metrics = [m for m in LINE_METRICS if m in subset.columns]
+    metrics += [c for c in sorted(subset.columns) if c.startswith("diag_") and c.endswith("noise_auc")
+                and subset[c].notna().any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
+    subset = subset.assign(_x=[_as_float(v) for v in subset[key]])
+    for ax, metric in zip(axes[0], metrics):
+        for label, group in subset.groupby(series_keys, sort=False):
+            label = label if isinstance(label, tuple) else (label,)
+            name = ", ".join([str(label[0])] + [f"{k.removeprefix('param.')}={v}"
+                                                for k, v in zip(series_keys[1:], label[1:])])
+            stats = group.groupby("_x")[metric].agg(["mean", "std"]).dropna(subset=["mean"]).sort_index()
+            if stats.empty:
+                continue
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
+                        label=name)
+        xs = subset["_x"].to_numpy(dtype=float)
+        if xs.min() > 0 and xs.max() / xs.min() >= 100:
+            ax.set_xscale("log")
+        ax.set_xlabel(key.removeprefix("param."))
+        ax.set_ylabel(LABELS.get(metric, metric.removeprefix("diag_")))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Write ``bars.png`` and one ``vs_<key>.png`` per swept numeric key; return the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if any(m in frame.columns for m in LINE_METRICS):
+        _bars(frame, out / "bars.png")
+        written.append(out / "bars.png")
+        others = varying_params(frame)
+        for key in swept_numeric(frame):
+            path = out / f"vs_{key.removeprefix('param.')}.png"
+            _lines(frame, key, others, path)
+            written.append(path)
+    return written

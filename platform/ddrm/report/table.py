@@ -1,0 +1,94 @@
+"""Mean ± std over seeds per (model, variant), with a paired t-test against a reference variant.
+
+For each (model, variant) row other than the reference and each metric, the seeds the row shares with
+``(model, reference)`` are paired and ``scipy.stats.ttest_rel`` is applied; a ``*`` marks p < ``alpha``
+(default 0.01, DESIGN §3). Fewer than two shared seeds give no test (p empty).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ttest_rel
+
+TABLE_METRICS = ("test_recall_at_10", "test_recall_at_20", "test_ndcg_at_10", "test_ndcg_at_20")
+SHORT = {"test_recall_at_10": "R@10", "test_recall_at_20": "R@20", "test_ndcg_at_10": "N@10",
+         "test_ndcg_at_20": "N@20"}
+
+
+def diagnostic_metrics(frame: pd.DataFrame) -> list[str]:
+    """The ``diag_*`` columns present (denoising diagnostics, known-noise data only)."""
+    return sorted(c for c in frame.columns if c.startswith("diag_") and frame[c].notna().any())
+
+
+def paired_p_value(row: pd.DataFrame, reference: pd.DataFrame, metric: str) -> float:
+    """Two-sided paired t-test p over the shared seeds; NaN when fewer than two seeds are shared."""
+    paired = row[["seed", metric]].merge(reference[["seed", metric]], on="seed", suffixes=("", "_ref")).dropna()
+    if len(paired) < 2:
+        return float("nan")
+    diff = paired[metric].to_numpy() - paired[f"{metric}_ref"].to_numpy()
+    if np.allclose(diff, 0.0):
+        return 1.0  # identical on every seed: no difference at all (scipy would give NaN)
+    return float(ttest_rel(paired[metric], paired[f"{metric}_ref"]).pvalue)
+
+
+def summarize(frame: pd.DataFrame, reference: str | None = None,
+              metrics: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """One row per (model, variant) in first-seen order: ``n_seeds``, ``seeds``, ``<m>_mean/_std/_p``."""
+    metrics = [m for m in (metrics or TABLE_METRICS) if m in frame.columns]
+    rows = []
+    for (model, variant), group in frame.groupby(["model", "variant"], sort=False):
+        ref = frame[(frame["model"] == model) & (frame["variant"] == reference)] if reference else None
+        row = {"model": model, "variant": variant, "n_seeds": len(group),
+               "seeds": " ".join(str(s) for s in sorted(group["seed"]))}
+        for metric in metrics:
+            values = group[metric].dropna().to_numpy(dtype=float)
+            row[f"{metric}_mean"] = values.mean() if len(values) else float("nan")
+            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
+            has_test = ref is not None and len(ref) and variant != reference
+            row[f"{metric}_p"] = paired_p_value(group, ref, metric) if has_test else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(row: pd.Series, metric: str, alpha: float) -> str:
+    if np.isnan(row[f"{metric}_mean"]):
+        return "–"
+    star = "*" if row[f"{metric}_p"] < alpha else ""
+    return f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}{star}"
+
+
+def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, alpha: float = 0.01) -> str:
+    """The Markdown table (mean ± std, ``*`` = significant vs the reference)."""
+    names = [SHORT.get(m, m.removeprefix("diag_")) for m in metrics]
+    lines = ["| model | variant | seeds | " + " | ".join(names) + " |", "|" + "---|" * (len(metrics) + 3)]
+    for _, row in summary.iterrows():
+        if all(np.isnan(row[f"{m}_mean"]) for m in metrics):
+            continue  # e.g. diagnostics of a run without known noise
+        variant = f"{row['variant']} (reference)" if row["variant"] == reference else row["variant"]
+        lines.append(f"| {row['model']} | {variant} | {row['n_seeds']} | "
+                     + " | ".join(_cell(row, m, alpha) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, alpha: float = 0.01,
+                 title: str = "") -> str:
+    """Write ``table.md`` (test metrics, then diagnostics when present) and ``table.csv``; return the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = [m for m in TABLE_METRICS if m in frame.columns]
+    diagnostics = diagnostic_metrics(frame)
+    summary = summarize(frame, reference, metrics + diagnostics)
+    parts = [f"# {title}\n" if title else "", "Test metrics, mean ± std over seeds (sample std).",
+             (f"`*`: paired t-test over the shared seeds against the `{reference}` row of the same model, "
+              f"p < {alpha:g}." if reference else "No reference variant: no significance test."), "",
+             markdown(summary, metrics, reference, alpha)]
+    if diagnostics:
+        parts += ["", "Denoising diagnostics on the injected training pairs (see `ddrm.diagnostics`): noise_auc = "
+                  "P(clean pair scored above injected pair); top20_share = injected share of the unmasked top-20.",
+                  "", markdown(summary, diagnostics, reference, alpha)]
+    text = "\n".join(parts).lstrip("\n") + "\n"
+    (out / "table.md").write_text(text)
+    summary.to_csv(out / "table.csv", index=False, float_format="%.6g")
+    return text

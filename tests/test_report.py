@@ -1,0 +1,104 @@
+"""``ddrm report`` on a synthetic MLflow experiment: values and stars against a direct scipy computation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy.stats import ttest_rel
+
+from ddrm.cli import main
+from ddrm.report import collect_runs, summarize
+
+SEEDS = [0, 1, 2, 3, 4]
+METRICS = ["test_recall_at_10", "test_recall_at_20", "test_ndcg_at_10", "test_ndcg_at_20"]
+
+
+def make_experiment(uri: str, name: str = "synthetic") -> tuple[str, dict]:
+    """Parent run + trial runs: variants base / better (clearly +) / same (noise only) / ratio sweep."""
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment(name)
+    parent = client.create_run(experiment, tags={"role": "study", "reference": "base"}).info.run_id
+    rng = np.random.default_rng(0)
+    truth: dict = {}
+    variants = {"base": (0.0, 0.10), "better": (0.0, 0.12), "same": (0.0, 0.10), "ratio_0.2": (0.2, 0.09),
+                "ratio_0.4": (0.4, 0.08)}
+    for variant, (ratio, level) in variants.items():
+        for seed in SEEDS:
+            run = client.create_run(experiment, tags={"role": "trial", "parent_run": parent, "variant": variant,
+                                                      "seed": str(seed), "mlflow.parentRunId": parent})
+            run_id = run.info.run_id
+            for key, value in {"backend.name": "mf", "data.noise_ratio": ratio, "seed": seed,
+                               "ddrm.enabled": variant != "same"}.items():
+                client.log_param(run_id, key, value)
+            for metric in METRICS:
+                value = level + 0.002 * seed + rng.normal(0, 0.001)  # seed effect shared by all variants
+                truth[(variant, seed, metric)] = value
+                client.log_metric(run_id, metric, value)
+            if ratio > 0:
+                client.log_metric(run_id, "diag_ddrm_noise_auc", 0.6 + ratio)
+            client.set_terminated(run_id)
+    failed = client.create_run(experiment, tags={"role": "trial", "parent_run": parent, "variant": "base",
+                                                 "seed": "9"}).info.run_id
+    client.log_param(failed, "backend.name", "mf")
+    client.set_terminated(failed, status="FAILED")
+    return parent, truth
+
+
+def test_report_values_and_stars_match_scipy(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent, truth = make_experiment(uri)
+    out = tmp_path / "report"
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 failed trial(s) not counted" in printed
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["variant"]) == ["base", "better", "same", "ratio_0.2", "ratio_0.4"]
+    assert (table["n_seeds"] == 5).all()
+    for _, row in table.iterrows():
+        for metric in METRICS:
+            values = [truth[(row["variant"], s, metric)] for s in SEEDS]
+            assert row[f"{metric}_mean"] == pytest.approx(np.mean(values), abs=1e-6)
+            assert row[f"{metric}_std"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+            if row["variant"] == "base":
+                assert np.isnan(row[f"{metric}_p"])
+                continue
+            base = [truth[("base", s, metric)] for s in SEEDS]
+            assert row[f"{metric}_p"] == pytest.approx(ttest_rel(values, base).pvalue, rel=1e-4)
+    markdown = (out / "table.md").read_text()
+    better = next(line for line in markdown.splitlines() if line.startswith("| mf | better |"))
+    same = next(line for line in markdown.splitlines() if line.startswith("| mf | same |"))
+    assert better.count("*") == 4 and "*" not in same  # +0.02 on every seed vs noise of 0.001
+    assert "| mf | base (reference) | 5 |" in markdown and "ddrm_noise_auc" in markdown
+    for name in ("bars.png", "vs_data.noise_ratio.png"):
+        assert (out / name).stat().st_size > 5000
+    with open(out / "bars.png", "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parent_run_target_reference_override_and_dedup(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent, truth = make_experiment(uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("synthetic").experiment_id
+    rerun = client.create_run(experiment, tags={"role": "trial", "parent_run": parent, "variant": "base",
+                                                "seed": "0"}).info.run_id  # a later rerun of (base, seed 0)
+    client.log_param(rerun, "backend.name", "mf")
+    client.log_metric(rerun, "test_recall_at_20", 0.5)
+    client.set_terminated(rerun)
+    frame, facts = collect_runs(uri, parent)
+    assert facts["parent_run"] == parent and facts["failed"] == 1
+    assert len(frame) == 25 and frame.loc[(frame.variant == "base") & (frame.seed == 0), "test_recall_at_20"].item() == 0.5
+    summary = summarize(frame, reference="better")
+    assert np.isnan(summary.set_index("variant").loc["better", "test_recall_at_20_p"])
+    assert not np.isnan(summary.set_index("variant").loc["base", "test_recall_at_20_p"])
+
+
+def test_unknown_target_and_reference_are_one_clear_error(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    make_experiment(uri)
+    assert main(["report", "nope", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is neither an MLflow experiment nor a run id" in err and "synthetic" in err
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--reference", "zzz", "--out", str(tmp_path / "r")]) == 2
+    assert "--reference 'zzz' is not a variant" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
