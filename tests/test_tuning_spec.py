@@ -70,6 +70,22 @@ def test_ablation_spec(tmp_path):
         load_ablation_spec(write(tmp_path, text.replace("reference: full", "reference: nope")))
 
 
+def test_ablation_spec_models_cross_every_variant(tmp_path):
+    text = ("name: a\nbase: {data: {name: tiny}, ddrm: {steps: 5}}\nseeds: [0]\nreference: alone\n"
+            "variants: {alone: {ddrm.enabled: false}, ddrm: {ddrm.steps: 7}}\n"
+            "models: {mf: {backend.name: mf}, sgl: {backend.name: sgl, ddrm.steps: 9, ddrm.activation: relu}}\n")
+    spec = load_ablation_spec(write(tmp_path, text))
+    assert list(spec.variants) == ["mf/alone", "mf/ddrm", "sgl/alone", "sgl/ddrm"]
+    assert spec.variants["sgl/ddrm"] == {"backend.name": "sgl", "ddrm.steps": 7, "ddrm.activation": "relu"}
+    assert spec.reference == "alone" and len(spec.trials) == 4
+    with pytest.raises(ConfigError, match="model 'sgl'"):
+        load_ablation_spec(write(tmp_path, text.replace("ddrm.activation: relu", "ddrm.activation: nope")))
+    with pytest.raises(ConfigError, match="contain no '/'"):
+        load_ablation_spec(write(tmp_path, text.replace("alone: {", "a/b: {")))
+    with pytest.raises(ConfigError, match="key 'models' must map"):
+        load_ablation_spec(write(tmp_path, text.split("models:")[0] + "models: [mf, sgl]\n"))
+
+
 @pytest.mark.parametrize("folder,loader", [("search_spaces", load_search_spec), ("ablations", load_ablation_spec)])
 def test_shipped_specs_are_valid(folder, loader):
     paths = sorted((REPO_ROOT / folder).glob("*.yaml"))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import DDRMError
 
-MODEL_PARAM_KEYS = ("model.name", "backend.name")  # the first one present names the row's model
+MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
 
 
 def _client(uri: str):
@@ -62,7 +62,7 @@ def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
             failed += run.info.status == "FAILED"
             continue
         params = run.data.params
-        model = next((params[k] for k in MODEL_PARAM_KEYS if k in params), "model")
+        model = run.data.tags.get("model") or next((params[k] for k in MODEL_PARAM_KEYS if k in params), "model")
         row = {"run_id": run.info.run_id, "parent_run": run.data.tags.get("parent_run", ""), "model": model,
                "variant": run.data.tags.get("variant", "trial"), "seed": int(run.data.tags.get("seed", 0)),
                "start_time": run.info.start_time, **run.data.metrics}

@@ -9,6 +9,7 @@ import yaml
 from ray.tune import Callback
 
 from ..tracking import _client, _error_text, _numeric, get_or_create_experiment
+from .spec import MODEL_SEPARATOR
 from .trainable import trial_config
 
 
@@ -48,10 +49,12 @@ class MLflowTrialCallback(Callback):
 
             config = trial_config(trial.config)
             variant = str(trial.config.get("variant", "trial"))
+            model, _, plain = variant.rpartition(MODEL_SEPARATOR)  # "<model>/<variant>" with spec `models`
             tags = {"mlflow.parentRunId": self.parent_run_id, "parent_run": self.parent_run_id,
-                    "trial_id": trial.trial_id, "variant": variant, "seed": str(config.seed), "role": "trial"}
-            run_id = client.create_run(self._experiment_id, run_name=f"{variant}-seed{config.seed}-{trial.trial_id}",
-                                       tags=tags).info.run_id
+                    "trial_id": trial.trial_id, "variant": plain, "seed": str(config.seed), "role": "trial",
+                    **({"model": model} if model else {})}
+            run_name = f"{variant.replace(MODEL_SEPARATOR, '-')}-seed{config.seed}-{trial.trial_id}"
+            run_id = client.create_run(self._experiment_id, run_name=run_name, tags=tags).info.run_id
             params = [Param(k, str(v)[:6000]) for k, v in config.to_flat_dict().items()]
             client.log_batch(run_id, params=params)
             client.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), "config.yaml")

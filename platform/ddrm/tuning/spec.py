@@ -25,6 +25,13 @@ Ablation::
     reference: full               # optional: the row significance is computed against
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
+    models:                       # optional: cross every variant with each model's overrides
+      mf: {backend.name: mf}
+      sgl: {backend.name: sgl, ddrm.steps: 50}
+
+With ``models`` the trials are model x variant x seed; internally each pair is the variant
+``"<model>/<variant>"`` (model overrides first, the variant's on top), logged to MLflow with the tags
+``model`` and ``variant`` so that ``ddrm report`` compares each model's variants with its own reference.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ DISTRIBUTIONS = {
 SEARCH_KEYS = {"name", "mode", "num_samples", "seeds", "metric", "base", "space", "scheduler", "max_concurrent",
                "resources", "max_failures", "description"}
 ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "resources", "max_concurrent", "max_failures",
-                 "description", "expected_minutes"}
+                 "description", "expected_minutes", "models"}
+MODEL_SEPARATOR = "/"  # "<model>/<variant>" names the trials of a spec with `models`
 SCHEDULER_KEYS = {"type", "grace_period", "max_t", "reduction_factor"}
 VALID_METRICS = {f"{kind}_at_{k}" for kind in ("recall", "ndcg") for k in (10, 20, 50, 100)}
 
@@ -237,6 +245,21 @@ def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = Non
                       max_failures=_positive_int(raw, "max_failures", 1, source, minimum=0), source=source)
 
 
+def _named_overrides(raw: Any, key: str, source: str) -> dict[str, dict[str, Any]]:
+    """``{name: {dotted.key: value}}`` of a spec's ``variants`` or ``models``; names without '/'."""
+    if not isinstance(raw, Mapping) or not raw:
+        _fail(source, f"key '{key}' must map names to dotted overrides, e.g. {{full: {{}}, "
+                      f"item_only: {{ddrm.denoise_users: false}}}}")
+    out = {}
+    for name, changes in raw.items():
+        if MODEL_SEPARATOR in str(name) or not str(name):
+            _fail(source, f"key '{key}': name {name!r} must be non-empty and contain no '{MODEL_SEPARATOR}'")
+        if changes is not None and not isinstance(changes, Mapping):
+            _fail(source, f"key '{key}': {name!r} must map dotted keys to values, got {changes!r}")
+        out[str(name)] = dict(changes or {})
+    return out
+
+
 def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
                        seeds: int | None = None) -> AblationSpec:
     """Parse and validate an ablation YAML; ``seeds`` (``--seeds N``) replaces the list by 0..N-1."""
@@ -246,14 +269,19 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
     if not isinstance(variants_raw, Mapping) or not variants_raw:
         _fail(source, "key 'variants' must map variant names to dotted overrides, e.g. {full: {}, "
                       "item_only: {ddrm.denoise_users: false}}")
+    models = _named_overrides(raw.get("models") or {"": {}}, "models", source) if "models" in raw else {"": {}}
+    plain = _named_overrides(variants_raw, "variants", source)
     variants: dict[str, dict[str, Any]] = {}
-    for name, changes in variants_raw.items():
-        changes = dict(changes or {})
-        _check_point(base, changes, source, f"variant {name!r}")
-        variants[str(name)] = changes
+    for model, model_changes in models.items():
+        if model:
+            _check_point(base, model_changes, source, f"model {model!r}")
+        for name, changes in plain.items():
+            full_name = f"{model}{MODEL_SEPARATOR}{name}" if model else name
+            _check_point(base, {**model_changes, **changes}, source, f"variant {full_name!r}")
+            variants[full_name] = {**model_changes, **changes}
     reference = raw.get("reference")
-    if reference is not None and reference not in variants:
-        _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(variants)}")
+    if reference is not None and reference not in plain:
+        _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(plain)}")
     seed_list = tuple(range(seeds)) if seeds is not None else _seeds(raw.get("seeds", [0]), source)
     if seeds is not None and seeds < 1:
         _fail(source, f"--seeds {seeds}: expected an integer >= 1")
