@@ -1,0 +1,32 @@
+"""Smoke test of the benchmark suite (`bench/run --quick`): it runs, and every figure it prints is sane.
+
+Not a timed test: the figures are only checked to be positive and consistent with each other.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+def test_bench_run_quick(shared_datasets, tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run"), "--quick", "--data-dir", str(shared_datasets),
+                           "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["gemm"]["gflops"] > 0
+    assert set(results["backends"]) >= {"mf", "lightgcn", "sgl"}
+    assert all(row["interactions_per_s"] > 0 for row in results["backends"].values() if isinstance(row, dict))
+    train = results["ddrm_train"]
+    assert train["gflops"] == pytest.approx(train["interactions_per_s"] * train["mflop_per_interaction"] / 1e3)
+    assert results["ddrm_eval"]["users"] > 0 and results["ddrm_eval"]["seconds"] > 0
+    scale = results["scale"]
+    assert scale["train_pairs"] > 0 and 0 <= scale["test_recall_at_20"] <= 1 and scale["peak_rss_mb"] > 0
+    assert "| DDRM training (MF, released) |" in done.stdout
