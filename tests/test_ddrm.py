@@ -152,3 +152,15 @@ def test_random_noise_injection(tiny_dataset_dir):
     assert np.array_equal(noisy.test, data.test)
     again = load_dataset(tiny_config(**{"data.noise_ratio": 0.5, "data.noise_seed": 3}), tiny_dataset_dir)
     assert np.array_equal(again.train, noisy.train) and again.fingerprint() != data.fingerprint()
+
+
+def test_input_dropout_keeps_the_expectation_and_is_off_in_eval():
+    from ddrm.diffusion.denoiser import InputDropout
+
+    torch.manual_seed(0)
+    dropout, x = InputDropout(0.3), torch.ones(20000, 64)
+    y = dropout(x)
+    assert abs(float((y == 0).float().mean()) - 0.3) < 0.005  # drop rate p
+    assert abs(float(y.mean()) - 1.0) < 0.01 and torch.unique(y).tolist() == pytest.approx([0.0, 1.0 / 0.7])
+    dropout.eval()
+    assert torch.equal(dropout(x), x) and torch.equal(InputDropout(0.0)(x), x)

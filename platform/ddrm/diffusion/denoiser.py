@@ -26,6 +26,22 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+class InputDropout(nn.Module):
+    """Inverted dropout with a ``rand < keep`` mask: the same distribution as ``nn.Dropout``, but about
+    2.5x faster on CPU for (B, d) inputs, where ``bernoulli_`` cost ~2 % of a DDRM training step
+    (profile in docs/PERFORMANCE.md)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * (torch.rand_like(x) < keep) * (1.0 / keep)
+
+
 class MLPDenoiser(nn.Module):
     """MLP ``in -> d2 -> d1 -> d2 -> d`` for ``hidden_dims = (d1, d2)``, activation after all but the last layer.
 
@@ -39,7 +55,7 @@ class MLPDenoiser(nn.Module):
         d1, d2 = hidden_dims
         self.step_emb_dim = step_emb_dim
         self.step_proj = nn.Linear(step_emb_dim, step_emb_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = InputDropout(dropout)
         sizes = [2 * dim + step_emb_dim, d2, d1, d2, dim]
         layers: list[nn.Module] = []
         for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -102,7 +118,7 @@ class TransformerDenoiser(nn.Module):
         d1, d2 = hidden_dims
         self.dim, self.heads, self.tokens, self.step_emb_dim = dim, heads, tokens, step_emb_dim
         self.step_proj = nn.Linear(step_emb_dim, step_emb_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = InputDropout(dropout)
         self.query = nn.Linear(dim, tokens * dim)
         self.key = nn.Linear(step_emb_dim, tokens * dim)
         self.value = nn.Linear(dim, tokens * dim)
