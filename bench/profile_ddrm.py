@@ -1,6 +1,6 @@
 """torch.profiler view of one slice of a DDRM training epoch and of one DDRM evaluation pass.
 
-    python bench/profile_ddrm.py --data-dir ../shared/datasets [--batches 40] [--threads 2]
+    python bench/profile_ddrm.py --data-dir ../shared/datasets [--batches N] [--threads 2]
 
 MF backend (random embeddings: the cost does not depend on their values), the released MF settings.
 Prints the top operators by self CPU time for each phase (docs/PERFORMANCE.md quotes them).
@@ -26,7 +26,7 @@ from ddrm.train import build_backend
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=0, help="batches to profile (default 0: one whole epoch)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     def train_slice() -> int:
         seen = 0
         for index, (users, pos, neg) in enumerate(sampler.batches(config.train.batch_size, torch.device("cpu"))):
-            if index >= args.batches:
+            if args.batches and index >= args.batches:
                 break
             loss = model.loss(users, pos, neg)
             optimizer.zero_grad(set_to_none=True)
@@ -52,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             seen += len(users)
         return seen
 
-    train_slice()  # warm-up
+    for index, (users, pos, neg) in enumerate(sampler.batches(config.train.batch_size, torch.device("cpu"))):
+        model.loss(users, pos, neg).backward()  # warm-up: two batches
+        if index == 1:
+            break
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         seen = train_slice()
         seconds = time.perf_counter() - start
-    print(f"## training: {args.batches} batches, {seen / seconds:,.0f} interactions/s "
+    print(f"## training: {args.batches or 'all'} batches, {seen / seconds:,.0f} interactions/s "
           f"(est. {seconds * sampler.n_train / seen:.1f} s/epoch)\n")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 

@@ -28,7 +28,8 @@ def test_bench_run_quick(shared_datasets, tmp_path):
     assert train["gflops"] == pytest.approx(train["interactions_per_s"] * train["mflop_per_interaction"] / 1e3)
     assert results["ddrm_eval"]["users"] > 0 and results["ddrm_eval"]["seconds"] > 0
     scale = results["scale"]
-    assert scale["train_pairs"] > 0 and 0 <= scale["test_recall_at_20"] <= 1 and scale["peak_rss_mb"] > 0
+    assert scale["train_pairs"] > 0 and scale["evaluated_users"] > 0 and scale["peak_rss_mb"] > 0
+    assert min(scale["mf_epoch_s"], scale["ddrm_epoch_s"], scale["evaluation_s"]) > 0
     tune = results["tune"]
     assert tune["finished"] == tune["trials"] == 4 and 0 < tune["first_report_s"] < tune["study_wall_s"]
     assert "| DDRM training (MF, released) |" in done.stdout and "| Tune overhead |" in done.stdout
