@@ -101,4 +101,7 @@ def test_unknown_target_and_reference_are_one_clear_error(tmp_path, capsys):
     assert "'nope' is neither an MLflow experiment nor a run id" in err and "synthetic" in err
     assert main(["report", "synthetic", "--tracking-uri", uri, "--reference", "zzz", "--out", str(tmp_path / "r")]) == 2
     assert "--reference 'zzz' is not a variant" in capsys.readouterr().err
+    assert main(["report", "--tracking-uri", uri]) == 2
+    assert "give one experiment name" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+    assert main(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0

@@ -28,6 +28,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--no-ddrm", dest="ddrm", action="store_false", help="evaluate the backend alone")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, repeatable, e.g. --set ddrm.steps=20")
+    p.add_argument("--denoise", choices=["none", "tce", "rce"],
+                   help="loss-side denoising of the backend's training (backend.denoise): T-CE or R-CE")
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--epochs", type=int, help="max epochs per stage (train.epochs)")
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
@@ -42,7 +44,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     overrides: dict[str, Any] = {}
     for flag, key in (("backend", "backend.name"), ("dataset", "data.name"), ("seed", "seed"),
-                      ("epochs", "train.epochs"), ("ddrm", "ddrm.enabled"), ("data_dir", "data.dir")):
+                      ("epochs", "train.epochs"), ("ddrm", "ddrm.enabled"), ("data_dir", "data.dir"),
+                      ("denoise", "backend.denoise")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     for text in args.overrides:
@@ -185,6 +188,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    if bool(args.target) == bool(args.experiment):
+        raise DDRMError("ddrm report: give one experiment name or parent run id (positional or --experiment)")
+    args.target = args.target or args.experiment
     frame, facts = collect_runs(uri, args.target)
     reference = args.reference or facts["tags"].get("reference") or None
     if reference and reference not in set(frame["variant"]):
@@ -202,7 +208,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_report_parser(subparsers) -> None:
     p = subparsers.add_parser("report", help="tables (mean ± std, paired t-test) and plots from MLflow runs")
-    p.add_argument("target", help="MLflow experiment name (an ablation/study name) or a parent run id")
+    p.add_argument("target", nargs="?", help="MLflow experiment name (an ablation/study name) or a parent run id")
+    p.add_argument("--experiment", help="the same as TARGET (DESIGN's spelling)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     p.add_argument("--out", help="output folder (default: reports/TARGET)")
     p.add_argument("--reference", help="variant the significance test compares against (default: the spec's)")

@@ -59,6 +59,10 @@ class BackendConfig:
     ssl_ratio: float = 0.1  # SGL: edge-dropout rate of each view
     ssl_temperature: float = 0.2  # SGL: InfoNCE temperature tau
     ssl_reg: float = 0.1  # SGL: weight of the contrastive loss
+    denoise: str = "none"  # loss-side plug-in: none | tce (truncated) | rce (reweighted); see ddrm.denoise
+    tce_max_rate: float = 0.2  # T-CE: final share of the batch's largest-loss triples dropped
+    tce_num_gradual: int = 30000  # T-CE: batches over which the drop rate ramps up from 0
+    rce_beta: float = 0.25  # R-CE: weight sigma(score_ui)^beta
 
     def __post_init__(self) -> None:
         from .registry import backend_names, get_backend  # local import: registry imports model files
@@ -82,6 +86,12 @@ class BackendConfig:
         _require(0 <= self.ssl_ratio < 1, "backend.ssl_ratio", self.ssl_ratio, "a float in [0, 1)")
         _require(self.ssl_temperature > 0, "backend.ssl_temperature", self.ssl_temperature, "a float > 0")
         _require(self.ssl_reg >= 0, "backend.ssl_reg", self.ssl_reg, "a float >= 0")
+        from .denoise import DENOISERS
+
+        _require(self.denoise in DENOISERS, "backend.denoise", self.denoise, f"one of {list(DENOISERS)}")
+        _require(0 <= self.tce_max_rate < 1, "backend.tce_max_rate", self.tce_max_rate, "a float in [0, 1)")
+        _require(self.tce_num_gradual >= 1, "backend.tce_num_gradual", self.tce_num_gradual, "an integer >= 1")
+        _require(self.rce_beta >= 0, "backend.rce_beta", self.rce_beta, "a float >= 0")
 
 
 @dataclass(frozen=True)

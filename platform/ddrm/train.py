@@ -200,12 +200,22 @@ def fit(
                        time.perf_counter() - start)
 
 
+DENOISE_KEYS = {"none": (), "tce": ("tce_max_rate", "tce_num_gradual"), "rce": ("rce_beta",)}
+
+
 def backend_cache_key(config: Config, data: InteractionData) -> str:
-    """Everything that determines a trained backend."""
+    """Everything that determines a trained backend (settings of unused denoise plug-ins left out)."""
     tc = config.train
+    backend = asdict(config.backend)
+    for name, keys in DENOISE_KEYS.items():
+        if name != config.backend.denoise:
+            for key in keys:
+                backend.pop(key)
+    if config.backend.denoise == "none":
+        backend.pop("denoise")
     return cache.cache_key({
         "data": data.fingerprint(),
-        "backend": asdict(config.backend),
+        "backend": backend,
         "loop": {"epochs": config.backend.epochs if config.backend.epochs is not None else tc.epochs,
                  "patience": config.backend.patience or tc.patience, "batch_size": tc.batch_size,
                  "eval_every": tc.eval_every},

@@ -1,0 +1,31 @@
+"""R-CE, reweighted loss (Wang et al., "Denoising Implicit Feedback for Recommendation", WSDM 2021).
+
+Original form (BCE): a positive's loss is multiplied by ``σ(ŷ_ui)^β`` (the model's own, detached,
+prediction), a negative's by ``(1 - σ(ŷ_uj))^β`` — hard positives, which are likely false positives, count
+less. Adapted to BPR here: the triple (u, i, j) exists because of its positive, so the whole BPR loss of
+the triple is weighted by ``σ(ŷ_ui)^β`` (detached); there is no separate negative weight. The weighted
+losses are averaged over the batch (weights are not renormalised, as in the original).
+
+Config: ``backend.rce_beta`` (β, default 0.25; the paper searches {0.05, 0.1, 0.25, 0.5, 1.0}).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import register_rule
+
+
+@register_rule("rce")
+class ReweightedLoss(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.beta = config.rce_beta
+
+    def weights(self, pos_scores: torch.Tensor) -> torch.Tensor:
+        """``σ(ŷ_ui)^β``, detached: ``(B,)`` in (0, 1]."""
+        return torch.sigmoid(pos_scores.detach()).pow(self.beta)
+
+    def forward(self, losses: torch.Tensor, pos_scores: torch.Tensor) -> torch.Tensor:
+        return (self.weights(pos_scores) * losses).mean()
