@@ -28,6 +28,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--no-ddrm", dest="ddrm", action="store_false", help="evaluate the backend alone")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, repeatable, e.g. --set ddrm.steps=20")
+    p.add_argument("--model", help="a standalone baseline instead of backend + DDRM (model.name), e.g. multivae")
     p.add_argument("--denoise", choices=["none", "tce", "rce"],
                    help="loss-side denoising of the backend's training (backend.denoise): T-CE or R-CE")
     p.add_argument("--seed", type=int, help="random seed (seed)")
@@ -45,7 +46,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for flag, key in (("backend", "backend.name"), ("dataset", "data.name"), ("seed", "seed"),
                       ("epochs", "train.epochs"), ("ddrm", "ddrm.enabled"), ("data_dir", "data.dir"),
-                      ("denoise", "backend.denoise")):
+                      ("denoise", "backend.denoise"), ("model", "model.name")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     for text in args.overrides:
@@ -83,8 +84,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(config.data.dir)
     ensure_dataset(config.data.name, data_dir)
     data = load_dataset(config, data_dir)
+    what = config.model.name or f"{config.backend.name}{'-ddrm' if config.ddrm.enabled else ''}"
     out = Path(args.out) if args.out else Path("runs") / (
-        f"{config.data.name}-{config.backend.name}{'-ddrm' if config.ddrm.enabled else ''}-seed{config.seed}-"
+        f"{config.data.name}-{what}-seed{config.seed}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"dataset {data.name}: {data.n_users} users, {data.n_items} items, {len(data.train)} train pairs "
           f"({data.path})", flush=True)
@@ -96,12 +98,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run(config, data=data, progress=not args.quiet, use_cache=not args.no_cache, callback=report)
     payload = result.to_json()
     write_json_atomic(out / "metrics.json", payload)
-    columns = {"backend valid": result.backend.valid, "backend test": result.backend.test}
+    first = config.model.name or "backend"
+    columns = {f"{first} valid": result.backend.valid, f"{first} test": result.backend.test}
     if result.ddrm is not None:
         columns.update({"ddrm valid": result.ddrm.valid, "ddrm test": result.ddrm.test})
     print(format_metrics(columns))
     cached = " (backend from cache)" if result.backend.from_cache else ""
-    print(f"backend best epoch {result.backend.best_epoch}{cached}"
+    print(f"{first} best epoch {result.backend.best_epoch}{cached}"
           + (f"; ddrm best epoch {result.ddrm.best_epoch}" if result.ddrm else ""))
     if result.diagnostics:
         print("denoising diagnostics (injected training pairs): "

@@ -191,6 +191,39 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """A standalone baseline (Table 2) trained *instead of* backend + DDRM; ``name: null`` = that path."""
+
+    name: str | None = None  # a registered standalone model, e.g. multivae
+    hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent) -> 600 -> items
+    dropout: float = 0.5  # input dropout on the user's interaction vector
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 500  # users per batch
+    anneal_cap: float = 0.2  # MultiVAE: final KL weight beta
+    anneal_steps: int = 200000  # MultiVAE: beta = min(anneal_cap, batches / anneal_steps)
+    epochs: int | None = None  # None: train.epochs
+    patience: int | None = None  # None: train.patience
+
+    def __post_init__(self) -> None:
+        from .registry import model_names
+
+        _require(self.name is None or self.name in model_names(), "model.name", self.name,
+                 f"null or one of {model_names()}")
+        _require(len(self.hidden_dims) >= 1 and all(int(h) >= 1 for h in self.hidden_dims), "model.hidden_dims",
+                 self.hidden_dims, "a non-empty list of integers >= 1")
+        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "a float in [0, 1)")
+        _require(self.lr > 0, "model.lr", self.lr, "a float > 0")
+        _require(self.weight_decay >= 0, "model.weight_decay", self.weight_decay, "a float >= 0")
+        _require(self.batch_size >= 1, "model.batch_size", self.batch_size, "an integer >= 1")
+        _require(0 <= self.anneal_cap, "model.anneal_cap", self.anneal_cap, "a float >= 0")
+        _require(self.anneal_steps >= 1, "model.anneal_steps", self.anneal_steps, "an integer >= 1")
+        _require(self.epochs is None or self.epochs >= 0, "model.epochs", self.epochs, "null or an integer >= 0")
+        _require(self.patience is None or self.patience >= 1, "model.patience", self.patience,
+                 "null or an integer >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run."""
 
@@ -198,6 +231,7 @@ class Config:
     backend: BackendConfig = field(default_factory=BackendConfig)
     ddrm: DDRMConfig = field(default_factory=DDRMConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,7 +275,8 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "backend": BackendConfig, "ddrm": DDRMConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "backend": BackendConfig, "ddrm": DDRMConfig, "train": TrainConfig,
+                             "model": ModelConfig}
 
 
 def allowed_keys() -> list[str]:

@@ -22,10 +22,10 @@ from . import cache
 from .backends.base import Backend
 from .config import Config
 from .data.prepared import InteractionData, load_prepared
-from .data.sampling import BPRSampler
+from .data.sampling import BPRSampler, UserBatchSampler
 from .diffusion.ddrm import DDRM
 from .evaluation import evaluate
-from .registry import get_backend
+from .registry import get_backend, get_model
 
 SELECTION_METRIC = "recall_at_20"
 
@@ -123,8 +123,13 @@ def fit(
     patience: int | None = None,
     sampling: str = "user",
     resume: dict[str, Any] | None = None,
+    batch_size: int | None = None,
 ) -> StageResult:
-    """Train ``model`` (anything with ``loss(u, i, j)`` and ``scorer()``) with early stopping.
+    """Train ``model`` (anything with ``loss(*batch)`` and ``scorer()``) with early stopping.
+
+    Batches are BPR triples ``(u, i, j)`` (``sampling`` interaction | user) or, with ``sampling="users"``,
+    1-tuples of user ids for models trained on whole interaction vectors; ``batch_size`` defaults to
+    ``train.batch_size``.
 
     Evaluates validation every ``train.eval_every`` epochs (and once at epoch 0 when ``epochs`` is 0),
     keeps the state with the best validation Recall@20, restores it and evaluates test there.
@@ -134,7 +139,11 @@ def fit(
     """
     tc = config.train
     patience = patience or tc.patience
-    sampler = BPRSampler(data.csr("train"), seed=seed, mode=sampling)
+    batch_size = batch_size or tc.batch_size
+    if sampling == "users":
+        sampler = UserBatchSampler(data.csr("train"), seed=seed)
+    else:
+        sampler = BPRSampler(data.csr("train"), seed=seed, mode=sampling)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     track: dict[str, Any] = {"best_score": -math.inf, "best_epoch": 0, "best_state": None, "best_valid": {},
@@ -178,11 +187,11 @@ def fit(
         if hasattr(model, "start_epoch"):
             model.start_epoch(epoch, generator)
         total, batches = 0.0, 0
-        n_batches = math.ceil(sampler.n_train / tc.batch_size)
-        bar = tqdm(sampler.batches(tc.batch_size, device), total=n_batches, desc=f"{stage} epoch {epoch}",
+        n_batches = math.ceil(sampler.n_train / batch_size)
+        bar = tqdm(sampler.batches(batch_size, device), total=n_batches, desc=f"{stage} epoch {epoch}",
                    leave=False, disable=not progress, unit="batch")
-        for users, pos, neg in bar:
-            loss = model.loss(users, pos, neg)
+        for batch in bar:
+            loss = model.loss(*batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{stage} loss became {loss.item()} at epoch {epoch}, batch {batches + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -295,6 +304,20 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
     return model, result
 
 
+def fit_model(config: Config, data: InteractionData, device: torch.device, callback: Callback | None = None,
+              progress: bool = True, resume: dict[str, Any] | None = None) -> tuple[torch.nn.Module, StageResult]:
+    """Train the standalone model named by ``model.name`` (stage ``"model"``; no backend, no DDRM)."""
+    mc = config.model
+    torch.manual_seed(config.seed)
+    model = get_model(mc.name)(mc, data.n_users, data.n_items, data.csr("train")).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=mc.lr, weight_decay=mc.weight_decay)
+    epochs = mc.epochs if mc.epochs is not None else config.train.epochs
+    result = fit(model, data, optimizer, epochs=epochs, config=config, stage="model", seed=config.seed,
+                 device=device, callback=callback, progress=progress, patience=mc.patience,
+                 sampling=getattr(model, "sampling", "user"), resume=resume, batch_size=mc.batch_size)
+    return model, result
+
+
 def run(config: Config, data: InteractionData | None = None, data_dir: str | os.PathLike | None = None,
         callback: Callback | None = None, progress: bool = True, use_cache: bool = True,
         resume: dict[str, Any] | None = None) -> RunResult:
@@ -310,6 +333,12 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
     if data is None:
         data = load_dataset(config, data_dir)
     stage = resume["stage"] if resume else None
+    if config.model.name:
+        model, result = fit_model(config, data, device, callback, progress, resume)
+        info = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
+                "model": config.model.name}
+        return RunResult(result.valid, result.test, result, None, config.to_dict(), info,
+                         _diagnostics("model", model, config, data, device))
     backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache,
                                           resume if stage == "backend" else None)
     info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),

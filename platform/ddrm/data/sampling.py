@@ -72,3 +72,19 @@ class BPRSampler:
         u, p, g = (torch.from_numpy(a).to(device) for a in (users, pos, neg))
         for start in range(0, len(users), batch_size):
             yield u[start:start + batch_size], p[start:start + batch_size], g[start:start + batch_size]
+
+
+class UserBatchSampler:
+    """Batches of user ids for models trained on whole interaction vectors (Mult-VAE, CDAE, DiffRec):
+    every user with training interactions once per epoch, in a fresh random order. Same interface as
+    :class:`BPRSampler` (``rng``, ``n_train``, ``batches``); batches are 1-tuples ``(users,)``."""
+
+    def __init__(self, train: sp.csr_matrix, seed: int = 0) -> None:
+        self.users = np.flatnonzero(np.diff(train.indptr) > 0).astype(np.int64)
+        self.n_train = len(self.users)
+        self.rng = np.random.default_rng(seed)
+
+    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor]]:
+        order = torch.from_numpy(self.rng.permutation(self.users)).to(device)
+        for start in range(0, len(order), batch_size):
+            yield (order[start:start + batch_size],)

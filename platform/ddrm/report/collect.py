@@ -62,7 +62,8 @@ def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
             failed += run.info.status == "FAILED"
             continue
         params = run.data.params
-        model = run.data.tags.get("model") or next((params[k] for k in MODEL_PARAM_KEYS if k in params), "model")
+        model = run.data.tags.get("model") or next(
+            (params[k] for k in MODEL_PARAM_KEYS if params.get(k) not in (None, "", "None")), "model")
         row = {"run_id": run.info.run_id, "parent_run": run.data.tags.get("parent_run", ""), "model": model,
                "variant": run.data.tags.get("variant", "trial"), "seed": int(run.data.tags.get("seed", 0)),
                "start_time": run.info.start_time, **run.data.metrics}

@@ -49,7 +49,7 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
     os.environ["DDRM_CACHE_DIR"] = study["cache_dir"]
     torch.set_num_threads(max(1, int(study.get("threads", 1))))
     config = trial_config(params)
-    tuned_stage = "ddrm" if config.ddrm.enabled else "backend"
+    tuned_stage = "model" if config.model.name else ("ddrm" if config.ddrm.enabled else "backend")
 
     resume = None
     checkpoint = tune.get_checkpoint()
