@@ -194,8 +194,8 @@ class TrainConfig:
 class ModelConfig:
     """A standalone baseline (Table 2) trained *instead of* backend + DDRM; ``name: null`` = that path."""
 
-    name: str | None = None  # a registered standalone model, e.g. multivae
-    hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent) -> 600 -> items
+    name: str | None = None  # a registered standalone model: multivae | cdae
+    hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent); CDAE: hidden = last
     dropout: float = 0.5  # input dropout on the user's interaction vector
     lr: float = 1e-3
     weight_decay: float = 0.0
