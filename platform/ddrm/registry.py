@@ -1,71 +1,45 @@
-"""Name -> model class. Each backend is one file that registers itself with :func:`register_backend`."""
+"""Name -> class registries. Each backend (``backend.name``) and each standalone model (``model.name``) is
+one file that registers itself with :func:`register_backend` / :func:`register_model`."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, TypeVar
 
 from .errors import ConfigError
 
 T = TypeVar("T")
-_BACKENDS: dict[str, type] = {}
-_MODELS: dict[str, type] = {}
 
 
-def register_backend(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make a backend available as ``backend.name: <name>``."""
+class Registry:
+    """Classes of one kind by name; ``package`` (imported on first lookup) holds the files that register."""
 
-    def decorate(cls: type[T]) -> type[T]:
-        if name in _BACKENDS and _BACKENDS[name] is not cls:
-            raise ValueError(f"backend {name!r} registered twice")
-        _BACKENDS[name] = cls
-        return cls
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind, self.package = kind, package
+        self._classes: dict[str, type] = {}
 
-    return decorate
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: make ``cls`` available as ``<kind>.name: <name>``."""
 
+        def decorate(cls: type[T]) -> type[T]:
+            if name in self._classes and self._classes[name] is not cls:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._classes[name] = cls
+            return cls
 
-def _load_all() -> None:
-    from . import backends  # noqa: F401  (importing the package imports every backend file)
+        return decorate
 
+    def names(self) -> list[str]:
+        importlib.import_module(f".{self.package}", __package__)  # importing the package registers its files
+        return sorted(self._classes)
 
-def backend_names() -> list[str]:
-    """Sorted registered backend names."""
-    _load_all()
-    return sorted(_BACKENDS)
-
-
-def get_backend(name: str) -> type:
-    """The backend class registered under ``name``."""
-    _load_all()
-    if name not in _BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; available: {sorted(_BACKENDS)}")
-    return _BACKENDS[name]
+    def get(self, name: str) -> type:
+        if name not in self.names():
+            raise ConfigError(f"unknown {self.kind} {name!r}; available: {self.names()}")
+        return self._classes[name]
 
 
-def register_model(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make a standalone model available as ``model.name: <name>``."""
-
-    def decorate(cls: type[T]) -> type[T]:
-        if name in _MODELS and _MODELS[name] is not cls:
-            raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load_models() -> None:
-    from . import models  # noqa: F401  (importing the package imports every model file)
-
-
-def model_names() -> list[str]:
-    """Sorted registered standalone model names."""
-    _load_models()
-    return sorted(_MODELS)
-
-
-def get_model(name: str) -> type:
-    """The standalone model class registered under ``name``."""
-    _load_models()
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {sorted(_MODELS)}")
-    return _MODELS[name]
+BACKENDS = Registry("backend", "backends")
+MODELS = Registry("model", "models")
+register_backend, backend_names, get_backend = BACKENDS.register, BACKENDS.names, BACKENDS.get
+register_model, model_names, get_model = MODELS.register, MODELS.names, MODELS.get
