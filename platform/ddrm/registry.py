@@ -40,6 +40,6 @@ class Registry:
 
 
 BACKENDS = Registry("backend", "backends")
-MODELS = Registry("model", "models")
+MODELS = Registry("model", "baselines")
 register_backend, backend_names, get_backend = BACKENDS.register, BACKENDS.names, BACKENDS.get
 register_model, model_names, get_model = MODELS.register, MODELS.names, MODELS.get
