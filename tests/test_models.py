@@ -80,3 +80,25 @@ def test_run_trains_a_standalone_model_and_rejects_unknown_names(tmp_path):
     assert 0 < result.test["recall_at_20"] <= 1 and result.config["model"]["name"] == "multivae"
     with pytest.raises(ConfigError, match="model.name"):
         Config().replace({"model.name": "nope"})
+
+
+def test_diffrec_step_weights_and_inference_start():
+    data = tiny_data()
+    config = ModelConfig(name="diffrec", hidden_dims=(16,), diffusion_steps=4, noise_scale=0.1, noise_min=0.1,
+                         noise_max=0.5)
+    model = get_model("diffrec")(config, data.n_users, data.n_items, data.csr("train"))
+    alpha_bar = model.schedule.alpha_bar
+    snr = alpha_bar / (1 - alpha_bar)
+    assert model.step_weights[1] == 1.0
+    for t in (2, 3, 4):
+        assert model.step_weights[t].item() == pytest.approx(float(snr[t - 1] - snr[t]), rel=1e-5)
+        assert model.step_weights[t] > 0
+    model.eval()
+    users = torch.arange(8)
+    # sampling_steps 0 starts from the user's own vector: deterministic; > 0 noises it first
+    assert torch.equal(model.scorer()(users), model.scorer()(users))
+    noisy = get_model("diffrec")(ModelConfig(**{**config.__dict__, "sampling_steps": 2}), data.n_users, data.n_items,
+                                 data.csr("train"))
+    noisy.load_state_dict(model.state_dict())
+    noisy.eval()
+    assert not torch.allclose(noisy.scorer()(users), model.scorer()(users))

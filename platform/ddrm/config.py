@@ -194,14 +194,22 @@ class TrainConfig:
 class ModelConfig:
     """A standalone baseline (Table 2) trained *instead of* backend + DDRM; ``name: null`` = that path."""
 
-    name: str | None = None  # a registered standalone model: multivae | cdae
-    hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent); CDAE: hidden = last
+    name: str | None = None  # a registered standalone model: multivae | cdae | diffrec
+    hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent); CDAE: hidden = last;
+    # DiffRec: the denoiser's hidden widths (items + step emb -> hidden... -> items)
     dropout: float = 0.5  # input dropout on the user's interaction vector
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 500  # users per batch
     anneal_cap: float = 0.2  # MultiVAE: final KL weight beta
     anneal_steps: int = 200000  # MultiVAE: beta = min(anneal_cap, batches / anneal_steps)
+    diffusion_steps: int = 40  # DiffRec: T
+    noise_scale: float = 0.005  # DiffRec: s, 1 - alpha_bar_t = s * linspace(noise_min, noise_max)
+    noise_min: float = 0.005
+    noise_max: float = 0.01
+    sampling_steps: int = 0  # DiffRec inference: noise the user's vector to this step first (0: none)
+    reweight: bool = True  # DiffRec: weight the x0-MSE of step t by SNR(t-1) - SNR(t)
+    step_emb_dim: int = 10  # DiffRec: sinusoidal step-embedding width
     epochs: int | None = None  # None: train.epochs
     patience: int | None = None  # None: train.patience
 
@@ -218,6 +226,15 @@ class ModelConfig:
         _require(self.batch_size >= 1, "model.batch_size", self.batch_size, "an integer >= 1")
         _require(0 <= self.anneal_cap, "model.anneal_cap", self.anneal_cap, "a float >= 0")
         _require(self.anneal_steps >= 1, "model.anneal_steps", self.anneal_steps, "an integer >= 1")
+        _require(self.diffusion_steps >= 1, "model.diffusion_steps", self.diffusion_steps, "an integer >= 1")
+        _require(self.noise_scale > 0, "model.noise_scale", self.noise_scale, "a float > 0")
+        _require(0 < self.noise_min <= self.noise_max, "model.noise_min", self.noise_min,
+                 "a float in (0, model.noise_max]")
+        _require(self.noise_scale * self.noise_max < 1, "model.noise_max", self.noise_max,
+                 "a float with noise_scale * noise_max < 1")
+        _require(0 <= self.sampling_steps <= self.diffusion_steps, "model.sampling_steps", self.sampling_steps,
+                 "an integer in [0, model.diffusion_steps]")
+        _require(self.step_emb_dim >= 2, "model.step_emb_dim", self.step_emb_dim, "an integer >= 2")
         _require(self.epochs is None or self.epochs >= 0, "model.epochs", self.epochs, "null or an integer >= 0")
         _require(self.patience is None or self.patience >= 1, "model.patience", self.patience,
                  "null or an integer >= 1")

@@ -3,4 +3,4 @@ evaluation; importing this package registers every model file. Each model has ``
 user ids (``sampling = "users"``), ``scorer()`` and ``data_csr`` input built from the training split.
 """
 
-from . import cdae, multivae  # noqa: F401
+from . import cdae, diffrec, multivae  # noqa: F401
