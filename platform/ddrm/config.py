@@ -203,7 +203,7 @@ class ModelConfig:
     batch_size: int = 500  # users per batch
     anneal_cap: float = 0.2  # MultiVAE: final KL weight beta
     anneal_steps: int = 200000  # MultiVAE: beta = min(anneal_cap, batches / anneal_steps)
-    diffusion_steps: int = 40  # DiffRec: T
+    diffusion_steps: int = 5  # DiffRec: T (every evaluation runs T reverse steps of the MLP per user)
     noise_scale: float = 0.005  # DiffRec: s, 1 - alpha_bar_t = s * linspace(noise_min, noise_max)
     noise_min: float = 0.005
     noise_max: float = 0.01
