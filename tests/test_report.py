@@ -101,6 +101,9 @@ def test_unknown_target_and_reference_are_one_clear_error(tmp_path, capsys):
     assert "'nope' is neither an MLflow experiment nor a run id" in err and "synthetic" in err
     assert main(["report", "synthetic", "--tracking-uri", uri, "--reference", "zzz", "--out", str(tmp_path / "r")]) == 2
     assert "--reference 'zzz' is not a variant" in capsys.readouterr().err
+    missing = tmp_path / "missing.db"
+    assert main(["report", "synthetic", "--tracking-uri", f"sqlite:///{missing}"]) == 2
+    assert "no MLflow store" in capsys.readouterr().err and not missing.exists()
     assert main(["report", "--tracking-uri", uri]) == 2
     assert "give one experiment name" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

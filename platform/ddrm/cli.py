@@ -194,6 +194,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if bool(args.target) == bool(args.experiment):
         raise DDRMError("ddrm report: give one experiment name or parent run id (positional or --experiment)")
     args.target = args.target or args.experiment
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise DDRMError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
     frame, facts = collect_runs(uri, args.target)
     reference = args.reference or facts["tags"].get("reference") or None
     if reference and reference not in set(frame["variant"]):
