@@ -61,17 +61,44 @@ def write_json(path: str, dataset: str, seeds: list[int], common: list[str], row
     partial.replace(target)
 
 
+def markdown_table(rows: dict[str, list[dict]]) -> str:
+    """Mean ± std (sample std; the mean alone for one seed) of the test metrics per variant, best epochs."""
+    header = "| variant | seeds | " + " | ".join(m.replace("_at_", "@").replace("recall", "R").replace("ndcg", "N")
+                                                for m in METRICS) + " | best epoch |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
+    for name, runs in rows.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        if not runs:
+            continue
+        cells = []
+        for metric in METRICS:
+            values = np.array([r["test"][metric] for r in runs])
+            spread = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""  # no std from one seed
+            cells.append(f"{values.mean():.4f}{spread}")
+        epochs = ",".join(str(r["best_epoch"]) for r in runs)
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {epochs} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-1m_noisy")
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", help="folder of prepared datasets (required unless --table-only)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variant", action="append", required=True, help="NAME=key=value,key=value")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=key=value,key=value")
     parser.add_argument("--set", dest="common", action="append", default=[], help="override for every variant")
     parser.add_argument("--json", help="write all per-seed results here (rewritten after every run)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the (variant, seed) runs already in --json and run only the missing ones")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --json, run nothing")
     args = parser.parse_args(argv)
+    if args.table_only:
+        if not args.json or not Path(args.json).is_file():
+            parser.error("--table-only needs an existing --json file")
+        print(markdown_table(json.loads(Path(args.json).read_text())["rows"]))
+        return 0
+    if not args.variant or not args.data_dir:
+        parser.error("--variant and --data-dir are required to run")
 
     data = load_prepared(args.dataset, args.data_dir)
     variants = [parse_variant(v) for v in args.variant]
@@ -95,20 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(args.json, args.dataset, args.seeds, args.common, rows)
             print(f"seed {seed} {name}: test R@20 {result.test['recall_at_20']:.4f} (best epoch {stage.best_epoch}, "
                   f"{time.perf_counter() - start:.0f}s)", file=sys.stderr, flush=True)
-    header = "| variant | seeds | " + " | ".join(m.replace("_at_", "@").replace("recall", "R").replace("ndcg", "N")
-                                                for m in METRICS) + " | best epoch |"
-    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
-    for name, runs in rows.items():
-        runs = sorted(runs, key=lambda r: r["seed"])
-        if not runs:
-            continue
-        cells = []
-        for metric in METRICS:
-            values = np.array([r["test"][metric] for r in runs])
-            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")
-        epochs = ",".join(str(r["best_epoch"]) for r in runs)
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {epochs} |")
-    print("\n".join(lines))
+    print(markdown_table(rows))
+
     return 0
 
 
