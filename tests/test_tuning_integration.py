@@ -102,3 +102,18 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_metrics(ray_l
     assert marker.exists(), "the trial never crashed"
     assert crashed["finished"] == 1
     assert crashed["variants"]["full"]["test"] == calm["variants"]["full"]["test"]
+
+
+def test_standalone_model_search_reports_every_epoch(ray_local, study_dirs, tmp_path):
+    spec_path = tmp_path / "vae.yaml"
+    spec_path.write_text("name: vae\nmode: grid\nseeds: [0]\n"
+                         "base:\n  data: {name: tiny}\n  train: {epochs: 3, patience: 5}\n"
+                         "  model: {name: multivae, hidden_dims: [16, 4], batch_size: 8}\n"
+                         "space:\n  model.lr: {type: choice, values: [0.001, 0.01]}\n"
+                         "scheduler: {type: fifo}\nmax_concurrent: 2\nresources: {cpu: 1}\n")
+    summary = run_search(load_search_spec(spec_path), **study_dirs)
+    assert summary["finished"] == 2 and summary["best"]["test"]["recall_at_20"] > 0
+    client, _, kids = children(study_dirs["tracking_uri"], "vae")
+    for kid in kids:
+        assert kid.data.params["model.name"] == "multivae"
+        assert [m.step for m in client.get_metric_history(kid.info.run_id, "valid_recall_at_20")] == [1, 2, 3]
