@@ -78,6 +78,8 @@ def test_run_trains_a_standalone_model_and_rejects_unknown_names(tmp_path):
     result = run(config, data_dir=tmp_path, progress=False)
     assert result.ddrm is None and len(result.backend.history) == 3
     assert 0 < result.test["recall_at_20"] <= 1 and result.config["model"]["name"] == "multivae"
+    payload = result.to_json()
+    assert "model" in payload and "backend" not in payload and "ddrm" not in payload
     with pytest.raises(ConfigError, match="model.name"):
         Config().replace({"model.name": "nope"})
 

@@ -70,14 +70,15 @@ class RunResult:
 
     valid: dict[str, float]
     test: dict[str, float]
-    backend: StageResult
+    backend: StageResult  # the standalone model's stage when ``model.name`` is set
     ddrm: StageResult | None
     config: dict[str, Any]
     info: dict[str, Any]
     diagnostics: dict[str, float] = field(default_factory=dict)  # known-noise data only (ddrm.diagnostics)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"valid": self.valid, "test": self.test, "config": self.config, "backend": asdict(self.backend),
+        first = "model" if (self.config.get("model") or {}).get("name") else "backend"  # standalone: the model
+        out = {"valid": self.valid, "test": self.test, "config": self.config, first: asdict(self.backend),
                "info": self.info}
         if self.diagnostics:
             out["diagnostics"] = self.diagnostics
