@@ -15,17 +15,13 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..registry import register_model
-from .multivae import dense_rows
+from .base import VectorModel
 
 
 @register_model("cdae")
-class CDAE(nn.Module):
-    sampling = "users"
-
+class CDAE(VectorModel):
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
-        super().__init__()
-        self.config = config
-        self.train_matrix = train.tocsr()
+        super().__init__(config, n_users, n_items, train)
         hidden = int(config.hidden_dims[-1])
         self.encoder = nn.Linear(n_items, hidden)
         self.user_node = nn.Embedding(n_users, hidden)
@@ -41,11 +37,11 @@ class CDAE(nn.Module):
         return self.decoder(hidden)
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:
-        x = dense_rows(self.train_matrix, users)
+        x = self.rows(users)
         corrupted = nn.functional.dropout(x, self.config.dropout, training=True)
         bce = nn.functional.binary_cross_entropy_with_logits(self.logits(users, corrupted), x, reduction="none")
         return bce.sum(dim=1).mean()
 
     @torch.no_grad()
     def scorer(self):
-        return lambda users: self.logits(users, dense_rows(self.train_matrix, users))
+        return lambda users: self.logits(users, self.rows(users))

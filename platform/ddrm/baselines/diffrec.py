@@ -22,17 +22,13 @@ from ..config import ModelConfig
 from ..diffusion.denoiser import sinusoidal_embedding
 from ..diffusion.schedule import NoiseSchedule
 from ..registry import register_model
-from .multivae import dense_rows
+from .base import VectorModel
 
 
 @register_model("diffrec")
-class DiffRec(nn.Module):
-    sampling = "users"
-
+class DiffRec(VectorModel):
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
-        super().__init__()
-        self.config = config
-        self.train_matrix = train.tocsr()
+        super().__init__(config, n_users, n_items, train)
         self.schedule = NoiseSchedule(config.diffusion_steps, config.noise_min, config.noise_max,
                                       config.noise_scale)
         self.step_proj = nn.Linear(config.step_emb_dim, config.step_emb_dim)
@@ -60,7 +56,7 @@ class DiffRec(nn.Module):
         return self.net(torch.cat([x_t, step], dim=-1))
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:
-        x0 = dense_rows(self.train_matrix, users)
+        x0 = self.rows(users)
         t = torch.randint(1, self.schedule.steps + 1, (len(users),), device=x0.device)
         x_t = self.schedule.add_noise(x0, torch.randn_like(x0), t)
         mse = (self.denoise(x_t, t) - x0).pow(2).mean(dim=1)
@@ -83,4 +79,4 @@ class DiffRec(nn.Module):
 
     @torch.no_grad()
     def scorer(self):
-        return lambda users: self.reverse(dense_rows(self.train_matrix, users))
+        return lambda users: self.reverse(self.rows(users))

@@ -11,22 +11,13 @@ at evaluation use z = mu and no dropout. Batches are users (``model.batch_size``
 
 from __future__ import annotations
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..registry import register_model
-
-
-def dense_rows(matrix: sp.csr_matrix, users: torch.Tensor) -> torch.Tensor:
-    """``(B, I)`` float rows of ``matrix`` for the user ids ``users`` (on their device)."""
-    rows = matrix[users.cpu().numpy()]
-    out = torch.zeros(rows.shape, dtype=torch.float32)
-    local = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    out[torch.from_numpy(local), torch.from_numpy(rows.indices.astype(np.int64))] = 1.0
-    return out.to(users.device)
+from .base import VectorModel
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -39,13 +30,9 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 @register_model("multivae")
-class MultiVAE(nn.Module):
-    sampling = "users"
-
+class MultiVAE(VectorModel):
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
-        super().__init__()
-        self.config = config
-        self.train_matrix = train.tocsr()
+        super().__init__(config, n_users, n_items, train)
         dims = [n_items, *[int(h) for h in config.hidden_dims]]
         self.latent = dims[-1]
         self.encoder = _mlp(dims[:-1] + [2 * self.latent])
@@ -68,7 +55,7 @@ class MultiVAE(nn.Module):
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:
         """Negative ELBO (multinomial likelihood, annealed KL) averaged over the batch's users."""
-        x = dense_rows(self.train_matrix, users)
+        x = self.rows(users)
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         log_probs = torch.log_softmax(self.decoder(z), dim=1)
@@ -83,7 +70,7 @@ class MultiVAE(nn.Module):
         """``users (B,) -> (B, I)`` logits from the posterior mean."""
 
         def score(users: torch.Tensor) -> torch.Tensor:
-            mu, _ = self.encode(dense_rows(self.train_matrix, users))
+            mu, _ = self.encode(self.rows(users))
             return self.decoder(mu)
 
         return score
