@@ -21,7 +21,7 @@ REDUCED = {"train.epochs": 1, "train.batch_size": 128, "ddrm.hidden_dims": [8, 1
 def tiny_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     train, valid, test = make_interactions(n_users=40, n_items=30, seed=2)
-    for name in ("ml-1m_noisy", "ml-1m_clean"):  # the specs' dataset names, tiny stand-ins
+    for name in ("ml-1m_noisy", "ml-1m_clean", "ml-100k_natural"):  # the specs' dataset names, tiny stand-ins
         write_prepared(root / name, train, valid, test)
     return root
 
