@@ -227,7 +227,7 @@ def ablation_table(spec: AblationSpec, rows: list[dict[str, Any]]) -> tuple[str,
             values = np.array([r[f"test_{metric}"] for r in runs], dtype=float)
             if len(values):
                 std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-                cells.append(f"{values.mean():.4f} ± {std:.4f}")
+                cells.append(f"{values.mean():.4f}" + (f" ± {std:.4f}" if len(values) > 1 else ""))  # no std of 1
                 stats[metric] = {"mean": float(values.mean()), "std": std, "values": values.tolist()}
             else:
                 cells.append("—")
