@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..diffusion.denoiser import sinusoidal_embedding
+from ..diffusion.denoiser import mlp, sinusoidal_embedding
 from ..diffusion.schedule import NoiseSchedule
 from ..registry import register_model
 from .base import VectorModel
@@ -32,13 +32,7 @@ class DiffRec(VectorModel):
         self.schedule = NoiseSchedule(config.diffusion_steps, config.noise_min, config.noise_max,
                                       config.noise_scale)
         self.step_proj = nn.Linear(config.step_emb_dim, config.step_emb_dim)
-        sizes = [n_items + config.step_emb_dim, *[int(h) for h in config.hidden_dims], n_items]
-        layers: list[nn.Module] = []
-        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if k < len(sizes) - 2:
-                layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
+        self.net = mlp([n_items + config.step_emb_dim, *[int(h) for h in config.hidden_dims], n_items], "tanh")
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)

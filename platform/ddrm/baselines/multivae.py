@@ -16,17 +16,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..diffusion.denoiser import mlp
 from ..registry import register_model
 from .base import VectorModel
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if k < len(sizes) - 2:
-            layers.append(nn.Tanh())
-    return nn.Sequential(*layers)
 
 
 @register_model("multivae")
@@ -35,8 +27,8 @@ class MultiVAE(VectorModel):
         super().__init__(config, n_users, n_items, train)
         dims = [n_items, *[int(h) for h in config.hidden_dims]]
         self.latent = dims[-1]
-        self.encoder = _mlp(dims[:-1] + [2 * self.latent])
-        self.decoder = _mlp(list(reversed(dims)))
+        self.encoder = mlp(dims[:-1] + [2 * self.latent], "tanh")
+        self.decoder = mlp(list(reversed(dims)), "tanh")
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)

@@ -56,13 +56,7 @@ class MLPDenoiser(nn.Module):
         self.step_emb_dim = step_emb_dim
         self.step_proj = nn.Linear(step_emb_dim, step_emb_dim)
         self.dropout = InputDropout(dropout)
-        sizes = [2 * dim + step_emb_dim, d2, d1, d2, dim]
-        layers: list[nn.Module] = []
-        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if k < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
-        self.net = nn.Sequential(*layers)
+        self.net = mlp([2 * dim + step_emb_dim, d2, d1, d2, dim], activation)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
@@ -74,7 +68,7 @@ class MLPDenoiser(nn.Module):
         return self.net(torch.cat([self.dropout(x_t), step, cond], dim=-1))
 
 
-def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     """Linear layers through ``sizes`` with ``activation`` after all but the last."""
     layers: list[nn.Module] = []
     for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -124,7 +118,7 @@ class TransformerDenoiser(nn.Module):
         self.value = nn.Linear(dim, tokens * dim)
         self.out_proj = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
-        self.mlp = _mlp([tokens * dim, d2, d1, d2, dim], activation)
+        self.mlp = mlp([tokens * dim, d2, d1, d2, dim], activation)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
