@@ -1,4 +1,4 @@
-"""T-CE / R-CE loss plug-ins (``backend.denoise``): their dropping / weighting rules and their use in training."""
+"""T-CE / R-CE / DeCA loss plug-ins (``backend.denoise``): their dropping / weighting rules and their use in training."""
 
 import math
 
@@ -53,12 +53,13 @@ def test_rce_weights_by_detached_sigmoid_score_power():
 
 
 def test_bad_denoise_settings_name_the_key():
-    for key, value in (("backend.denoise", "deca2"), ("backend.tce_max_rate", 1.0), ("backend.rce_beta", -1)):
+    for key, value in (("backend.denoise", "deca2"), ("backend.tce_max_rate", 1.0), ("backend.rce_beta", -1),
+                       ("backend.deca_alpha", 1.5), ("backend.deca_c1", -1)):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             Config().replace({key: value})
 
 
-@pytest.mark.parametrize("denoise", ["tce", "rce"])
+@pytest.mark.parametrize("denoise", ["tce", "rce", "deca"])
 def test_backends_train_with_each_plugin(tmp_path, denoise):
     train, valid, test = make_interactions()
     write_prepared(tmp_path / "tiny", train, valid, test)
@@ -85,3 +86,80 @@ def test_backend_cache_key_depends_only_on_the_active_plugin(tmp_path):
     assert key(**{"backend.denoise": "tce"}) != key()
     assert key(**{"backend.denoise": "tce"}) == key(**{"backend.denoise": "tce", "backend.rce_beta": 0.9})
     assert key(**{"backend.denoise": "tce"}) != key(**{"backend.denoise": "tce", "backend.tce_max_rate": 0.1})
+    assert key() == key(**{"backend.deca_c1": 5.0})
+    assert key(**{"backend.denoise": "deca"}) != key(**{"backend.denoise": "deca", "backend.deca_c1": 5.0})
+
+
+def _deca(**settings):
+    config = BackendConfig(denoise="deca", dim=4, **settings)
+    torch.manual_seed(0)
+    return build_loss_rule(config, n_users=3, n_items=5)
+
+
+def test_deca_bernoulli_kl_matches_torch_distributions():
+    from torch.distributions import Bernoulli, kl_divergence
+
+    from ddrm.denoise.deca import bernoulli_kl
+
+    a, b = torch.tensor([-3.0, 0.0, 2.0, 8.0]), torch.tensor([1.0, -2.0, 2.0, -1.0])
+    expected = kl_divergence(Bernoulli(logits=a), Bernoulli(logits=b))
+    assert torch.allclose(bernoulli_kl(a, b), expected, atol=1e-6)
+    assert torch.allclose(bernoulli_kl(a, a), torch.zeros(4), atol=1e-7)
+
+
+def test_deca_terms_follow_the_dp_and_dn_likelihoods():
+    rule = _deca(deca_c1=100.0, deca_c2=10.0)
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([3, 4, 3])
+    pos_logits, neg_logits = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-2.0, 1.0, 0.0])
+    p, pn = torch.sigmoid(pos_logits), torch.sigmoid(neg_logits)
+    h1p, h1n = torch.sigmoid(rule.positive_noise(users, pos)), torch.sigmoid(rule.positive_noise(users, neg))
+    h2p, h2n = torch.sigmoid(rule.positive_keep(users, pos)), torch.sigmoid(rule.positive_keep(users, neg))
+    dp_pos, dp_neg = rule.pair_terms(pos_logits, neg_logits, users, pos, neg, denoise_positives=True)
+    assert torch.allclose(dp_pos, -(1 - p) * torch.log(h1p), atol=1e-6)
+    assert torch.allclose(dp_neg, -((1 - pn) * torch.log(1 - h1n) - 100.0 * pn), atol=1e-5)
+    dn_pos, dn_neg = rule.pair_terms(pos_logits, neg_logits, users, pos, neg, denoise_positives=False)
+    assert torch.allclose(dn_pos, -(p * torch.log(h2p) - 10.0 * (1 - p)), atol=1e-5)
+    assert torch.allclose(dn_neg, -pn * torch.log(1 - h2n), atol=1e-6)
+
+
+def test_deca_pushes_a_positive_less_where_the_helper_flags_it_as_noise():
+    """DP step: d loss / d p_ui = log h1_ui, so a positive the helper deems likely noise (h1 near 1) is
+    pulled up less than one it deems clean (h1 near 0)."""
+    rule = _deca()
+    with torch.no_grad():
+        rule.positive_noise.users.weight.zero_()
+        rule.positive_noise.items.weight.zero_()
+        rule.positive_noise.users.weight[0, 0], rule.positive_noise.items.weight[0, 0] = 3.0, 2.0  # h1(0,0) high
+        rule.positive_noise.users.weight[1, 0], rule.positive_noise.items.weight[1, 0] = 3.0, -2.0  # h1(1,1) low
+    logits = torch.zeros(2, requires_grad=True)
+    pos_term, _ = rule.pair_terms(logits, torch.zeros(2), torch.tensor([0, 1]), torch.tensor([0, 1]),
+                                  torch.tensor([2, 2]), denoise_positives=True)
+    pos_term.sum().backward()
+    noisy_push, clean_push = -logits.grad[0], -logits.grad[1]
+    assert 0 < noisy_push < clean_push
+
+
+def test_deca_alternates_helpers_by_step_and_only_counts_training_steps():
+    rule = _deca()
+    users, pos, neg = torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3])
+    for step in range(2):
+        for p in rule.parameters():
+            p.grad = None
+        rule(torch.zeros(2), torch.ones(2), -torch.ones(2), users, pos, neg).backward()
+        used, idle = (rule.positive_noise, rule.positive_keep) if step == 0 else (rule.positive_keep, rule.positive_noise)
+        assert used.users.weight.grad is not None and idle.users.weight.grad is None
+        assert rule.agreement_model.users.weight.grad is not None
+    assert int(rule.step) == 2 and "step" in rule.state_dict()
+    rule.eval()
+    rule(torch.zeros(2), torch.ones(2), -torch.ones(2), users, pos, neg)
+    assert int(rule.step) == 2
+    with pytest.raises(ValueError, match="triple"):
+        rule(torch.zeros(2), torch.ones(2))
+
+
+def test_deca_agreement_is_zero_when_the_models_agree():
+    rule = _deca(deca_alpha=0.3)
+    users, items = torch.tensor([0, 2]), torch.tensor([1, 4])
+    g = rule.agreement_model(users, items).detach()
+    assert torch.allclose(rule.agreement(g, users, items), torch.zeros(2), atol=1e-6)
+    assert torch.all(rule.agreement(g + 2.0, users, items) > 0)

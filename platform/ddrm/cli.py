@@ -29,8 +29,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, repeatable, e.g. --set ddrm.steps=20")
     p.add_argument("--model", help="a standalone baseline instead of backend + DDRM (model.name), e.g. multivae")
-    p.add_argument("--denoise", choices=["none", "tce", "rce"],
-                   help="loss-side denoising of the backend's training (backend.denoise): T-CE or R-CE")
+    p.add_argument("--denoise", choices=["none", "tce", "rce", "deca"],
+                   help="loss-side denoising of the backend's training (backend.denoise): T-CE, R-CE or DeCA")
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--epochs", type=int, help="max epochs per stage (train.epochs)")
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")

@@ -59,10 +59,13 @@ class BackendConfig:
     ssl_ratio: float = 0.1  # SGL: edge-dropout rate of each view
     ssl_temperature: float = 0.2  # SGL: InfoNCE temperature tau
     ssl_reg: float = 0.1  # SGL: weight of the contrastive loss
-    denoise: str = "none"  # loss-side plug-in: none | tce (truncated) | rce (reweighted); see ddrm.denoise
+    denoise: str = "none"  # loss-side plug-in: none | tce (truncated) | rce (reweighted) | deca; see ddrm.denoise
     tce_max_rate: float = 0.2  # T-CE: final share of the batch's largest-loss triples dropped
     tce_num_gradual: int = 30000  # T-CE: batches over which the drop rate ramps up from 0
     rce_beta: float = 0.25  # R-CE: weight sigma(score_ui)^beta
+    deca_c1: float = 1000.0  # DeCA: -log P(y=0 | r=1) in the positive-denoising (DP) steps
+    deca_c2: float = 10.0  # DeCA: -log P(y=1 | r=0) in the negative-denoising (DN) steps
+    deca_alpha: float = 0.5  # DeCA: weight of KL(g||p) against KL(p||g) in the agreement term
 
     def __post_init__(self) -> None:
         from .registry import backend_names, get_backend  # local import: registry imports model files
@@ -92,6 +95,9 @@ class BackendConfig:
         _require(0 <= self.tce_max_rate < 1, "backend.tce_max_rate", self.tce_max_rate, "a float in [0, 1)")
         _require(self.tce_num_gradual >= 1, "backend.tce_num_gradual", self.tce_num_gradual, "an integer >= 1")
         _require(self.rce_beta >= 0, "backend.rce_beta", self.rce_beta, "a float >= 0")
+        _require(self.deca_c1 >= 0, "backend.deca_c1", self.deca_c1, "a float >= 0")
+        _require(self.deca_c2 >= 0, "backend.deca_c2", self.deca_c2, "a float >= 0")
+        _require(0 <= self.deca_alpha <= 1, "backend.deca_alpha", self.deca_alpha, "a float in [0, 1]")
 
 
 @dataclass(frozen=True)

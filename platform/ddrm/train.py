@@ -210,7 +210,8 @@ def fit(
                        time.perf_counter() - start)
 
 
-DENOISE_KEYS = {"none": (), "tce": ("tce_max_rate", "tce_num_gradual"), "rce": ("rce_beta",)}
+DENOISE_KEYS = {"none": (), "tce": ("tce_max_rate", "tce_num_gradual"), "rce": ("rce_beta",),
+                "deca": ("deca_c1", "deca_c2", "deca_alpha")}
 
 
 def backend_cache_key(config: Config, data: InteractionData) -> str:

@@ -78,7 +78,7 @@ class Backend(nn.Module):
         nn.init.normal_(self.user_emb.weight, std=config.init_std)
         nn.init.normal_(self.item_emb.weight, std=config.init_std)
         self.register_buffer("graph", normalized_adjacency(train), persistent=False)
-        self.loss_rule = build_loss_rule(config)  # backend.denoise plug-in (None: plain mean)
+        self.loss_rule = build_loss_rule(config, n_users, n_items)  # backend.denoise plug-in (None: plain mean)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final ``(U, d)``, ``(I, d)`` embeddings; subclasses define propagation."""
@@ -98,13 +98,17 @@ class Backend(nn.Module):
     def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """BPR loss plus ``weight_decay * 0.5 * (|e_u|^2+|e_i|^2+|e_j|^2) / B`` on the ego embeddings.
 
-        The per-triple BPR losses are averaged, or reduced by the ``backend.denoise`` plug-in (T-CE / R-CE).
+        The per-triple BPR losses are averaged, or reduced by the ``backend.denoise`` plug-in (T-CE / R-CE;
+        DeCA replaces them by its own pointwise term on the triple's two pairs).
         """
         all_users, all_items = self.train_embeddings()
         u, i, j = all_users[users], all_items[pos], all_items[neg]
-        pos_scores = (u * i).sum(-1)
-        losses = nn.functional.softplus((u * j).sum(-1) - pos_scores)
-        bpr = losses.mean() if self.loss_rule is None else self.loss_rule(losses, pos_scores)
+        pos_scores, neg_scores = (u * i).sum(-1), (u * j).sum(-1)
+        losses = nn.functional.softplus(neg_scores - pos_scores)
+        if self.loss_rule is None:
+            bpr = losses.mean()
+        else:
+            bpr = self.loss_rule(losses, pos_scores, neg_scores, users, pos, neg)
         ego = (self.user_emb(users).pow(2).sum() + self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum())
         return bpr + self.config.weight_decay * 0.5 * ego / len(users)
 

@@ -27,5 +27,5 @@ class ReweightedLoss(nn.Module):
         """``σ(ŷ_ui)^β``, detached: ``(B,)`` in (0, 1]."""
         return torch.sigmoid(pos_scores.detach()).pow(self.beta)
 
-    def forward(self, losses: torch.Tensor, pos_scores: torch.Tensor) -> torch.Tensor:
+    def forward(self, losses: torch.Tensor, pos_scores: torch.Tensor, *triple: torch.Tensor) -> torch.Tensor:
         return (self.weights(pos_scores) * losses).mean()

@@ -43,7 +43,7 @@ class TruncatedLoss(nn.Module):
         keep[torch.argsort(losses.detach(), stable=True)[:max(1, n_keep)]] = 1.0
         return keep
 
-    def forward(self, losses: torch.Tensor, pos_scores: torch.Tensor) -> torch.Tensor:
+    def forward(self, losses: torch.Tensor, pos_scores: torch.Tensor, *triple: torch.Tensor) -> torch.Tensor:
         """Per-triple BPR losses ``(B,)`` -> the mean over the kept triples; advances the step in training."""
         weights = self.weights(losses)
         if self.training:
