@@ -63,3 +63,8 @@ def test_backend_layers_default_to_each_backends_paper_setting():
     # an explicit layer count survives a backend switch, and the flat dict records the resolved count
     assert Config().replace({"backend.layers": 2}).replace({"backend.name": "sgl"}).backend.layers == 2
     assert lightgcn.to_flat_dict()["backend.layers"] == 3
+    # pooling likewise: the reference code's SGL pools per-layer-normalised layers by a sum
+    assert lightgcn.backend.pooling == "mean" and lightgcn.replace({"backend.name": "sgl"}).backend.pooling == "normalized_sum"
+    assert load_config(None, {"backend.name": "sgl", "backend.pooling": "mean"}).backend.pooling == "mean"
+    assert Config().replace({"backend.pooling": "normalized_sum"}).replace({"backend.name": "lightgcn"}).backend.pooling \
+        == "normalized_sum"

@@ -41,6 +41,9 @@ class DataConfig:
                  "data.name", self.name, "a dataset folder name (no '/')")
 
 
+BACKEND_DEFAULTED = {"layers": 0, "pooling": "mean"}  # keys a backend class may default (``default_<key>``)
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """The recommender whose embeddings DDRM denoises."""
@@ -54,7 +57,7 @@ class BackendConfig:
     epochs: int | None = None  # None: train.epochs
     patience: int | None = None  # None: train.patience
     sampling: str = "interaction"  # BPR positives: every training pair once per epoch, or user-uniform
-    pooling: str = "mean"  # over propagation layers: mean (LightGCN) | normalized_sum (reference SGL code)
+    pooling: str | None = None  # over layers: mean (LightGCN) | normalized_sum (reference SGL code); None: backend default
     checkpoint: str | None = None  # load a reference state dict instead of training (see backends/)
     ssl_ratio: float = 0.1  # SGL: edge-dropout rate of each view
     ssl_temperature: float = 0.2  # SGL: InfoNCE temperature tau
@@ -71,11 +74,14 @@ class BackendConfig:
         from .registry import backend_names, get_backend  # local import: registry imports model files
 
         _require(self.name in backend_names(), "backend.name", self.name, f"one of {backend_names()}")
-        # unset layers: the backend's own default (mf 0, lightgcn/sgl 3: the paper's settings, DESIGN §4);
-        # remembered so that Config.replace re-resolves it when only backend.name changes
-        object.__setattr__(self, "layers_defaulted", self.layers is None)
-        if self.layers is None:
-            object.__setattr__(self, "layers", int(getattr(get_backend(self.name), "default_layers", 0)))
+        # unset layers / pooling: the backend's own defaults (layers: mf 0, lightgcn/sgl 3, the paper's
+        # settings, DESIGN §4; pooling: mean, sgl normalized_sum as in the reference code's SGL);
+        # remembered so that Config.replace re-resolves them when only backend.name changes
+        cls = get_backend(self.name)
+        for key, fallback in BACKEND_DEFAULTED.items():
+            object.__setattr__(self, f"{key}_defaulted", getattr(self, key) is None)
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, getattr(cls, f"default_{key}", fallback))
         _require(self.dim >= 1, "backend.dim", self.dim, "an integer >= 1")
         _require(self.layers >= 0, "backend.layers", self.layers, "an integer >= 0")
         _require(self.lr > 0, "backend.lr", self.lr, "a float > 0")
@@ -268,8 +274,9 @@ class Config:
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
         """A new config with dotted overrides applied (validated)."""
         nested = self.to_dict()
-        if getattr(self.backend, "layers_defaulted", False) and "backend.layers" not in overrides:
-            nested["backend"]["layers"] = None  # follow a changed backend.name to its default
+        for key in BACKEND_DEFAULTED:  # follow a changed backend.name to its defaults
+            if getattr(self.backend, f"{key}_defaulted", False) and f"backend.{key}" not in overrides:
+                nested["backend"][key] = None
         return config_from_dict(apply_overrides(nested, overrides))
 
 

@@ -68,6 +68,7 @@ class Backend(nn.Module):
     """Base class: embedding tables, BPR loss with L2 on the batch, final embeddings."""
 
     default_layers = 0  # ``backend.layers`` when the config leaves it unset
+    default_pooling = "mean"  # ``backend.pooling`` when the config leaves it unset
 
     def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__()

@@ -18,7 +18,12 @@ keeps the ratio between the two terms the paper's.)
 
 Final embeddings = full-graph propagation with ``backend.pooling`` (no dropout). As for LightGCN, ``backend.layers``
 left unset means 3, the paper setting. Defaults from DESIGN §4: ``ssl_ratio`` 0.1, ``ssl_temperature`` 0.2, ``ssl_reg`` 0.1.
-The reference DDRM code's SGL checkpoint is meant for ``pooling: normalized_sum``.
+
+**Pooling.** ``backend.pooling`` left unset means ``normalized_sum``, the reference DDRM code's SGL (its
+checkpoint reproduces .1269 only so). It also matters for training: measured on ``ml-1m_noisy`` (seed 0,
+lr 1e-3, batch 2048), with ``mean`` pooling the contrastive term holds the BPR loss at 0.693 for the first
+160 batches and validation R@20 at .0134 after 3 epochs (LightGCN alone: .057 after one), whereas with
+``normalized_sum`` the BPR loss is 0.26 after 80 batches.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> to
 @register_backend("sgl")
 class SGL(LightGCN):
     """LightGCN encoder + edge-dropout contrastive views (see the module docstring)."""
+
+    default_pooling = "normalized_sum"
 
     def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
