@@ -206,7 +206,7 @@ class TrainConfig:
 class ModelConfig:
     """A standalone baseline (Table 2) trained *instead of* backend + DDRM; ``name: null`` = that path."""
 
-    name: str | None = None  # a registered standalone model: multivae | cdae | diffrec
+    name: str | None = None  # a registered standalone model: multivae | cdae | diffrec | adagcl
     hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent); CDAE: hidden = last;
     # DiffRec: the denoiser's hidden widths (items + step emb -> hidden... -> items)
     dropout: float = 0.5  # input dropout on the user's interaction vector
@@ -222,6 +222,14 @@ class ModelConfig:
     sampling_steps: int = 0  # DiffRec inference: noise the user's vector to this step first (0: none)
     reweight: bool = True  # DiffRec: weight the x0-MSE of step t by SNR(t-1) - SNR(t)
     step_emb_dim: int = 10  # DiffRec: sinusoidal step-embedding width
+    dim: int = 64  # AdaGCL: embedding size
+    layers: int = 2  # AdaGCL: propagation layers (encoder, VGAE encoder, one edge gate each)
+    ssl_reg: float = 0.1  # AdaGCL: weight of the InfoNCE between the two generated views
+    ib_reg: float = 0.1  # AdaGCL: weight of the information-bottleneck InfoNCE
+    ssl_temperature: float = 0.5  # AdaGCL: InfoNCE temperature
+    l0_reg: float = 1e-4  # AdaGCL: weight of the edge gates' expected L0 norm
+    gate_temperature: float = 2.0  # AdaGCL: hard-concrete temperature at epoch 1 ...
+    gate_temperature_decay: float = 0.98  # ... times this per epoch (floor 0.05)
     epochs: int | None = None  # None: train.epochs
     patience: int | None = None  # None: train.patience
 
@@ -247,6 +255,14 @@ class ModelConfig:
         _require(0 <= self.sampling_steps <= self.diffusion_steps, "model.sampling_steps", self.sampling_steps,
                  "an integer in [0, model.diffusion_steps]")
         _require(self.step_emb_dim >= 2, "model.step_emb_dim", self.step_emb_dim, "an integer >= 2")
+        _require(self.dim >= 1, "model.dim", self.dim, "an integer >= 1")
+        _require(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
+        for key in ("ssl_reg", "ib_reg", "l0_reg"):
+            _require(getattr(self, key) >= 0, f"model.{key}", getattr(self, key), "a float >= 0")
+        for key in ("ssl_temperature", "gate_temperature"):
+            _require(getattr(self, key) > 0, f"model.{key}", getattr(self, key), "a float > 0")
+        _require(0 < self.gate_temperature_decay <= 1, "model.gate_temperature_decay", self.gate_temperature_decay,
+                 "a float in (0, 1]")
         _require(self.epochs is None or self.epochs >= 0, "model.epochs", self.epochs, "null or an integer >= 0")
         _require(self.patience is None or self.patience >= 1, "model.patience", self.patience,
                  "null or an integer >= 1")

@@ -128,6 +128,8 @@ def fit(
 ) -> StageResult:
     """Train ``model`` (anything with ``loss(*batch)`` and ``scorer()``) with early stopping.
 
+    A model with ``training_step(batch, optimizer) -> detached loss`` makes its own updates instead.
+
     Batches are BPR triples ``(u, i, j)`` (``sampling`` interaction | user) or, with ``sampling="users"``,
     1-tuples of user ids for models trained on whole interaction vectors; ``batch_size`` defaults to
     ``train.batch_size``.
@@ -182,6 +184,7 @@ def fit(
     if epochs == 0 and resume is None:
         evaluate_now(0, float("nan"))
     epoch = track["epoch"]
+    custom_step = getattr(model, "training_step", None)
     while not track["stopped"] and epoch < epochs:
         epoch += 1
         model.train()
@@ -192,12 +195,16 @@ def fit(
         bar = tqdm(sampler.batches(batch_size, device), total=n_batches, desc=f"{stage} epoch {epoch}",
                    leave=False, disable=not progress, unit="batch")
         for batch in bar:
-            loss = model.loss(*batch)
+            if custom_step is not None:  # the model makes its own update(s), e.g. AdaGCL's three per batch
+                loss = custom_step(batch, optimizer)
+            else:
+                loss = model.loss(*batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{stage} loss became {loss.item()} at epoch {epoch}, batch {batches + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if custom_step is None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
             total += loss.item()
             batches += 1
         if epoch % tc.eval_every == 0 or epoch == epochs:

@@ -1,6 +1,7 @@
 """Standalone baselines (``model.name``), trained instead of backend + DDRM and scored by the same full-ranking
-evaluation; importing this package registers every model file. Each model has ``loss(users)`` on a batch of
-user ids (``sampling = "users"``), ``scorer()`` and ``data_csr`` input built from the training split.
+evaluation; importing this package registers every model file. The vector models (CDAE, Mult-VAE, DiffRec)
+have ``loss(users)`` on a batch of user ids (``sampling = "users"``); AdaGCL trains on BPR triples
+(``sampling = "interaction"``) with its own ``training_step``. All have ``scorer()``.
 """
 
-from . import cdae, diffrec, multivae  # noqa: F401
+from . import adagcl, cdae, diffrec, multivae  # noqa: F401
