@@ -246,7 +246,7 @@ class AdaGCL(nn.Module):
         zu, zi = self.split(z)
         pos_logit, neg_logit = self.edge_logit(zu[users], zi[pos]), self.edge_logit(zu[users], zi[neg])
         reconstruction = (softplus(-pos_logit) + softplus(neg_logit)).mean()  # BCE(1) + BCE(0)
-        kl = (-0.5 * (1 + 2 * torch.log(std) - mean.pow(2) - std.pow(2)).sum(dim=1)).mean()
+        kl = (-0.5 * (1 + 2 * torch.log(std.clamp_min(1e-8)) - mean.pow(2) - std.pow(2)).sum(dim=1)).mean()
         return reconstruction + VGAE_KL_WEIGHT * kl + bpr(zu, zi, users, pos, neg)
 
     @torch.no_grad()
