@@ -33,3 +33,18 @@ def test_bench_run_quick(shared_datasets, tmp_path):
     tune = results["tune"]
     assert tune["finished"] == tune["trials"] == 4 and 0 < tune["first_report_s"] < tune["study_wall_s"]
     assert "| DDRM training (MF, released) |" in done.stdout and "| Tune overhead |" in done.stdout
+
+
+def test_loss_terms_prints_both_terms_of_sgl(tmp_path):
+    from conftest import make_interactions
+    from ddrm.data import write_prepared
+
+    train, valid, test = make_interactions()
+    write_prepared(tmp_path / "tiny", train, valid, test)
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "loss_terms.py"), "--data-dir", str(tmp_path),
+                           "--dataset", "tiny", "--set", "backend.name=sgl", "--set", "train.batch_size=64",
+                           "--batches", "4", "--every", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 2, 4]
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)  # BPR and InfoNCE both reported
