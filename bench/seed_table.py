@@ -7,19 +7,28 @@ seed and reused from the cache by every variant of that seed. Example (the MF ro
         --variant "MF-BPR=ddrm.enabled=false" \\
         --variant "MF + mean of liked items=ddrm.inference_steps=0" \\
         --variant "MF + DDRM=" --json docs/results/mf_ml1m.json
+
+Long runs survive interruption: after every evaluation the run's resumable state is saved under
+``--checkpoint-dir`` (default ``~/.cache/ddrm/seed_table``, keyed by the run's full config), and a rerun
+with ``--resume`` continues an unfinished (variant, seed) from its last evaluation instead of restarting
+it (``ddrm.train.run(resume=...)``: it ends where an uninterrupted run would). The file is removed when
+the run completes.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ddrm.config import load_config, parse_override
+from ddrm.cache import cache_root
+from ddrm.config import Config, load_config, parse_override
 from ddrm.data import load_prepared
 from ddrm.train import EvalEvent, run
 
@@ -49,6 +58,24 @@ def log_evaluation(event: EvalEvent) -> None:
     """One stderr line per evaluation, so a long run can be followed."""
     print(f"  {event.stage} epoch {event.epoch}: loss {event.loss:.4f} valid R@20 {event.valid['recall_at_20']:.4f} "
           f"(best {event.best_valid['recall_at_20']:.4f}, {event.seconds:.1f}s)", file=sys.stderr, flush=True)
+
+
+def checkpoint_path(root: Path, config: Config) -> Path:
+    """Where the resumable state of the run of ``config`` is kept (keyed by the whole flat config)."""
+    blob = json.dumps(config.to_flat_dict(), sort_keys=True, default=str).encode()
+    return root / f"{hashlib.sha256(blob).hexdigest()[:20]}.pt"
+
+
+def saving_callback(path: Path):
+    """An evaluation callback that logs the evaluation and saves the run's state to ``path`` atomically."""
+    def callback(event: EvalEvent) -> None:
+        log_evaluation(event)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.save(event.state(), partial)
+        partial.replace(path)
+
+    return callback
 
 
 def write_json(path: str, dataset: str, seeds: list[int], common: list[str], rows: dict) -> None:
@@ -91,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep the (variant, seed) runs already in --json and run only the missing ones")
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --json, run nothing")
+    parser.add_argument("--checkpoint-dir", help="where unfinished runs keep their state (default: "
+                                                 "~/.cache/ddrm/seed_table, or $DDRM_CACHE_DIR/seed_table)")
     args = parser.parse_args(argv)
     if args.table_only:
         if not args.json or not Path(args.json).is_file():
@@ -101,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--variant and --data-dir are required to run")
 
     data = load_prepared(args.dataset, args.data_dir)
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else cache_root() / "seed_table"
     variants = [parse_variant(v) for v in args.variant]
     rows: dict[str, list[dict]] = {name: [] for name, _ in variants}
     if args.resume and args.json and Path(args.json).is_file():
@@ -112,12 +142,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             pairs = dict(parse_override(o) for o in args.common + overrides)
             config = load_config(None, {"data.name": args.dataset, "seed": seed, **pairs})
+            checkpoint = checkpoint_path(checkpoints, config)
+            resume = torch.load(checkpoint, weights_only=False) if args.resume and checkpoint.is_file() else None
+            if resume is not None:
+                print(f"seed {seed} {name}: resuming the {resume['stage']} stage after epoch "
+                      f"{resume['track']['epoch']} ({checkpoint})", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            result = run(config, data=data, progress=False, callback=log_evaluation)
+            result = run(config, data=data, progress=False, callback=saving_callback(checkpoint), resume=resume)
+            checkpoint.unlink(missing_ok=True)
             stage = result.ddrm or result.backend
             rows[name].append({"seed": seed, "test": result.test, "valid": result.valid,
                                "best_epoch": stage.best_epoch, "epochs_run": stage.epochs_run,
-                               "seconds": time.perf_counter() - start, "config": config.to_flat_dict()})
+                               "seconds": time.perf_counter() - start, "resumed": resume is not None,
+                               "config": config.to_flat_dict()})
             if args.json:
                 write_json(args.json, args.dataset, args.seeds, args.common, rows)
             print(f"seed {seed} {name}: test R@20 {result.test['recall_at_20']:.4f} (best epoch {stage.best_epoch}, "

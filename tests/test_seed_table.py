@@ -1,0 +1,68 @@
+"""``bench/seed_table.py``: the JSON it writes, and resuming an interrupted run from its saved state."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_interactions
+from ddrm.config import load_config
+from ddrm.data import load_prepared, write_prepared
+from ddrm.train import run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def seed_table():
+    spec = importlib.util.spec_from_file_location("seed_table", REPO / "bench" / "seed_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDRM_CACHE_DIR", str(tmp_path / "cache"))
+    train, valid, test = make_interactions(seed=2)
+    write_prepared(tmp_path / "tiny", train, valid, test)
+    return tmp_path
+
+
+COMMON = ["train.epochs=4", "train.patience=100", "train.batch_size=64", "backend.lr=0.01", "ddrm.enabled=false"]
+
+
+def args(tmp_path: Path, *extra: str) -> list[str]:
+    common = [part for item in COMMON for part in ("--set", item)]
+    return ["--dataset", "tiny", "--data-dir", str(tmp_path), "--seeds", "0", "--variant", "MF=backend.name=mf",
+            "--json", str(tmp_path / "out.json"), "--checkpoint-dir", str(tmp_path / "ckpt"), *common, *extra]
+
+
+def test_seed_table_writes_each_run_and_leaves_no_checkpoint(tiny):
+    assert seed_table().main(args(tiny)) == 0
+    rows = json.loads((tiny / "out.json").read_text())["rows"]["MF"]
+    assert len(rows) == 1 and rows[0]["seed"] == 0 and rows[0]["resumed"] is False
+    assert 0 < rows[0]["test"]["recall_at_20"] <= 1 and rows[0]["epochs_run"] == 4
+    assert not list((tiny / "ckpt").glob("*.pt"))
+
+
+def test_seed_table_resumes_an_interrupted_run_where_it_stopped(tiny, capsys):
+    module = seed_table()
+    config = load_config(None, {"data.name": "tiny", "seed": 0, "backend.name": "mf",
+                                **dict(module.parse_override(item) for item in COMMON)})
+    data = load_prepared("tiny", tiny)
+    uninterrupted = run(config, data=data, progress=False, use_cache=False)
+    # an interrupted run: the state saved after its 2nd evaluation, as the saving callback writes it
+    path = module.checkpoint_path(tiny / "ckpt", config)
+    states = []
+    run(config, data=data, progress=False, use_cache=False,
+        callback=lambda event: states.append(event.state()) if event.epoch == 2 else None)
+    path.parent.mkdir(parents=True)
+    torch.save(states[0], path)
+    assert module.main(args(tiny, "--resume")) == 0
+    assert "resuming the backend stage after epoch 2" in capsys.readouterr().err
+    row = json.loads((tiny / "out.json").read_text())["rows"]["MF"][0]
+    assert row["resumed"] is True and not path.exists()
+    assert row["test"]["recall_at_20"] == pytest.approx(uninterrupted.test["recall_at_20"], abs=1e-7)
+    assert row["best_epoch"] == uninterrupted.backend.best_epoch
