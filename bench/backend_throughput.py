@@ -8,6 +8,7 @@ LightGCN with 3 layers, SGL with 3 layers (the paper settings, DESIGN §4), batc
     python bench/backend_throughput.py --data-dir ../shared/datasets               # full epoch each
     python bench/backend_throughput.py --data-dir ../shared/datasets --quick       # ~3 % of an epoch
     python bench/backend_throughput.py --data-dir ../shared/datasets --threads 2 --json out.json
+    python bench/backend_throughput.py --data-dir ../shared/datasets --backends adagcl --batch-size 4096 --fraction 0.05
 
 Throughput depends heavily on threads and on what else runs on the machine (DESIGN §6): pin
 ``--threads`` and compare numbers from the same machine only.
@@ -27,24 +28,35 @@ import torch
 from ddrm.config import load_config, parse_override
 from ddrm.data import load_prepared
 from ddrm.data.sampling import BPRSampler
+from ddrm.registry import get_model
 from ddrm.train import build_backend, select_device
 
 DEFAULT_ROWS = {"mf": {"backend.layers": 0}, "lightgcn": {"backend.layers": 3}, "sgl": {"backend.layers": 3}}
+# opt-in rows: standalone models trained on BPR triples (``--backends adagcl``)
+MODEL_ROWS = {"adagcl": {"model.name": "adagcl"}}
 
 
 def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fraction: float, device: torch.device,
             seed: int = 0) -> dict:
     """Train ``fraction`` of one epoch; return interactions/s and timings."""
-    config = load_config(None, {"data.name": data.name, "backend.name": backend_name, "seed": seed,
+    backend_key = {} if "model.name" in overrides else {"backend.name": backend_name}
+    config = load_config(None, {"data.name": data.name, **backend_key, "seed": seed,
                                 "train.batch_size": batch_size, **overrides})
     torch.manual_seed(seed)
-    backend = build_backend(config, data, device)
-    optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
+    if config.model.name:  # a standalone model on BPR triples (its own update rule, if it has one)
+        backend = get_model(config.model.name)(config.model, data.n_users, data.n_items, data.csr("train")).to(device)
+        optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr, weight_decay=config.model.weight_decay)
+    else:
+        backend = build_backend(config, data, device)
+        optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
     sampler = BPRSampler(data.csr("train"), seed=seed, mode=config.backend.sampling)
+    custom_step = getattr(backend, "training_step", None)
     generator = torch.Generator().manual_seed(seed)
     n_batches = max(1, math.ceil(fraction * math.ceil(sampler.n_train / batch_size)))
 
     def step(users, pos, neg) -> float:
+        if custom_step is not None:
+            return custom_step((users, pos, neg), optimizer).item()
         loss = backend.loss(users, pos, neg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -69,7 +81,8 @@ def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fracti
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"backend": backend_name, "overrides": overrides, "batches": len(losses), "interactions": seen,
+    layers = config.model.layers if config.model.name else config.backend.layers
+    return {"backend": backend_name, "overrides": overrides, "layers": layers, "batches": len(losses), "interactions": seen,
             "epoch_fraction": seen / sampler.n_train, "seconds": seconds, "start_epoch_seconds": setup,
             "interactions_per_s": seen / seconds, "ms_per_batch": 1000 * seconds / max(1, len(losses)),
             "est_epoch_seconds": seconds * sampler.n_train / max(1, seen), "mean_loss": sum(losses) / len(losses)}
@@ -79,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-1m_noisy")
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--backends", nargs="+", default=list(DEFAULT_ROWS), choices=sorted(DEFAULT_ROWS))
+    parser.add_argument("--backends", nargs="+", default=list(DEFAULT_ROWS), choices=sorted({**DEFAULT_ROWS, **MODEL_ROWS}),
+                        help="rows to time (default: the three backends; adagcl is opt-in)")
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of an epoch to time (default 1)")
     parser.add_argument("--quick", action="store_true", help="time ~3%% of an epoch (a smoke run)")
@@ -99,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(parse_override(o) for o in args.common)
     rows = []
     for name in args.backends:
-        overrides = {**DEFAULT_ROWS[name], **common}
+        overrides = {**{**DEFAULT_ROWS, **MODEL_ROWS}[name], **common}
         row = measure(name, overrides, data, batch_size=args.batch_size, fraction=fraction, device=device)
         rows.append(row)
         print(f"{name}: {row['interactions_per_s']:.0f} interactions/s", file=sys.stderr, flush=True)
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| backend | layers | interactions/s | ms/batch | est. s/epoch | start_epoch s |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['backend']} | {row['overrides'].get('backend.layers', 0)} | {row['interactions_per_s']:,.0f} | "
+        print(f"| {row['backend']} | {row['layers']} | {row['interactions_per_s']:,.0f} | "
               f"{row['ms_per_batch']:.1f} | {row['est_epoch_seconds']:.1f} | {row['start_epoch_seconds']:.2f} |")
     if args.json:
         with open(args.json, "w") as handle:
