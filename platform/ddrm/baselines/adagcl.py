@@ -7,7 +7,7 @@ produced by two trainable view generators instead of random edge dropout:
 * **generative view** (a VGAE with its own ego embeddings): encoder = propagation + MLPs for the mean
   and the (softplus) std of a Gaussian per node; decoder = an MLP on ``z_u ⊙ z_i`` giving an edge
   probability. The view keeps the training edges whose probability is >= 0.5, with the normalised
-  adjacency's values rescaled by ``kept / all`` (inverse). Its loss: BCE on the triple's positive and
+  adjacency's values divided by the kept share of edges. Its loss: BCE on the triple's positive and
   negative edge + 0.1·KL(q(z)‖N(0, I)) + BPR on ``z``.
 * **denoising view**: per layer k, a gate on every edge from the current layer's embeddings,
   ``log α_e = w_nb·relu(W_nb x_row) + w_self·relu(W_self x_col) + b``, a hard-concrete sample
@@ -22,7 +22,8 @@ the positive excluded from the denominator); (2) the encoder on ``model.ib_reg``
 information-bottleneck term, InfoNCE between each view re-encoded after update (1) and the same view
 before it; (3) the encoder on BPR over the full graph and both generators on their losses. One Adam
 holds every parameter (parameters without a gradient in an update are skipped, so this equals the
-original's three optimisers); ``model.weight_decay`` is Adam's L2 (the original adds ``1e-5·|θ|²`` to
+original's three optimisers, except that the original gives the gate generator's Adam eps 1e-3);
+``model.weight_decay`` is Adam's L2 (the original adds ``1e-5·|θ|²`` to
 each loss, i.e. weight decay 2e-5).
 
 Scores: the encoder's full-graph embeddings, user · item.
@@ -30,8 +31,8 @@ Scores: the encoder's full-graph embeddings, user · item.
 Differences from the reference code, all deliberate: the denoising generator is trained on the encoder's
 *current* ego embeddings (detached); the reference hands it the embeddings as they were at
 initialisation, which looks unintended. The InfoNCE runs over the batch's *unique* users and items
-(the reference repeats duplicates, which then count as negatives of themselves); this also shrinks the
-similarity matrix about 4× at batch 4096 on ML-1M. The edge gate's two linear maps are applied per node
+(the reference keeps repeats, so a node's copies appear among its own negatives); this also shrinks the
+similarity matrix. The edge gate's two linear maps are applied per node
 and then gathered per edge (identical values; O(nodes·d²) instead of O(edges·d²)). Every graph product
 is a CSR product with the training graph's fixed pattern (:class:`GraphPattern`); views change values
 only (dropped edges get 0).
