@@ -208,7 +208,6 @@ class AdaGCL(nn.Module):
         self.n_users, self.n_items = n_users, n_items
         n, dim = n_users + n_items, config.dim
         graph = normalized_adjacency(train)
-        self.register_buffer("graph", graph, persistent=False)
         self.pattern = GraphPattern(graph)
         self.register_buffer("graph_values", graph.values().clone(), persistent=False)  # CSR order = coalesced
         self.encoder = Encoder(n, dim, config.layers)

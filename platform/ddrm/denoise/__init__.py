@@ -32,6 +32,4 @@ def build_loss_rule(config, n_users: int = 0, n_items: int = 0) -> nn.Module | N
 
     if config.denoise == "none":
         return None
-    if config.denoise == "deca":
-        return _RULES["deca"](config, n_users, n_items)
-    return _RULES[config.denoise](config)
+    return _RULES[config.denoise](config, n_users, n_items)

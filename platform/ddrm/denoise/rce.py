@@ -19,7 +19,7 @@ from . import register_rule
 
 @register_rule("rce")
 class ReweightedLoss(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, n_users: int = 0, n_items: int = 0) -> None:  # sizes unused: no helper models
         super().__init__()
         self.beta = config.rce_beta
 

@@ -30,7 +30,7 @@ def drop_rate(step: int, max_rate: float, num_gradual: int) -> float:
 
 @register_rule("tce")
 class TruncatedLoss(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, n_users: int = 0, n_items: int = 0) -> None:  # sizes unused: no helper models
         super().__init__()
         self.max_rate, self.num_gradual = config.tce_max_rate, config.tce_num_gradual
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
