@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def log_evaluation(event: EvalEvent) -> None:
     """One stderr line per evaluation, so a long run can be followed."""
-    print(f"  {event.stage} epoch {event.epoch}: loss {event.loss:.4f} valid R@20 {event.valid['recall_at_20']:.4f} "
+    loss = "-" if math.isnan(event.loss) else f"{event.loss:.4f}"  # epoch 0: evaluated before any training
+    print(f"  {event.stage} epoch {event.epoch}: loss {loss} valid R@20 {event.valid['recall_at_20']:.4f} "
           f"(best {event.best_valid['recall_at_20']:.4f}, {event.seconds:.1f}s)", file=sys.stderr, flush=True)
 
 

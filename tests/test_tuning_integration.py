@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from conftest import make_interactions  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
-from ddrm.tuning.runner import run_ablation, run_search  # noqa: E402
-from ddrm.tuning.spec import load_ablation_spec, load_search_spec  # noqa: E402
+from ddrm.tuning.runner import fit_resources, run_ablation, run_search  # noqa: E402
+from ddrm.tuning.spec import Resources, load_ablation_spec, load_search_spec  # noqa: E402
 
 BASE = """base:
   data: {name: tiny}
@@ -69,6 +69,18 @@ def test_ablation_logs_nested_runs_and_a_correct_table(ray_local, study_dirs, tm
         stats = summary["variants"][variant]["test"]["recall_at_20"]
         assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(np.std(values, ddof=1))
     assert "| full | 2 |" in summary["table"]
+
+
+def test_a_spec_asking_for_more_than_the_local_ray_has_still_runs(ray_local, study_dirs, tmp_path, capsys):
+    # local Ray has 2 CPUs, no GPU: a trial asking for 3 CPUs + 1 GPU would stay pending forever
+    assert fit_resources(Resources(cpu=3, gpu=1)) == Resources(cpu=2, gpu=0)
+    assert fit_resources(Resources(cpu=1)) == Resources(cpu=1)
+    spec_path = tmp_path / "big.yaml"
+    spec_path.write_text("name: big\n" + BASE + "seeds: [0]\nvariants:\n  full: {}\n"
+                         "resources: {cpu: 3, gpu: 1}\nmax_concurrent: 1\n")
+    summary = run_ablation(load_ablation_spec(spec_path), **study_dirs)
+    assert summary["finished"] == 1 and summary["errored"] == 0
+    assert "each trial gets cpu=2, gpu=0" in capsys.readouterr().out
 
 
 def test_tpe_asha_search_and_a_diverging_trial_does_not_stop_the_study(ray_local, study_dirs, tmp_path):

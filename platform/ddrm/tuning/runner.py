@@ -21,7 +21,7 @@ import yaml
 from ..config import Config, config_from_dict, apply_overrides
 from ..data.fetch import ensure_dataset
 from ..data.prepared import resolve_data_dir
-from .spec import AblationSpec, SearchSpec
+from .spec import AblationSpec, Resources, SearchSpec
 
 TABLE_METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
 
@@ -52,6 +52,27 @@ def init_ray(num_cpus: int | None = None) -> None:
         ray.init(log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=True)
+
+
+def fit_resources(resources: Resources) -> Resources:
+    """Per-trial resources that a *local* Ray can schedule.
+
+    A trial asking for more CPUs (or GPUs) than the local Ray has would stay pending forever, so on a local
+    Ray the request is shrunk to what exists (with a notice); on a cluster (``RAY_ADDRESS`` set) it is kept,
+    since nodes may join. Returns ``resources`` unchanged when Ray is not initialised.
+    """
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") or not ray.is_initialized():
+        return resources
+    total = ray.cluster_resources()
+    cpu = min(resources.cpu, float(total.get("CPU", resources.cpu)))
+    gpu = min(resources.gpu, float(total.get("GPU", 0.0)))
+    if (cpu, gpu) != (resources.cpu, resources.gpu):
+        print(f"resources: the spec asks for cpu={resources.cpu:g}, gpu={resources.gpu:g} per trial; this local Ray "
+              f"has CPU={total.get('CPU', 0):g}, GPU={total.get('GPU', 0):g}, so each trial gets cpu={cpu:g}, "
+              f"gpu={gpu:g}", flush=True)
+    return Resources(cpu=cpu, gpu=gpu)
 
 
 def _encode(value: Any) -> Any:
@@ -151,7 +172,8 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     ctx = _context(storage, data_dir, tracking_uri)
     encoded = [k for k, d in spec.space.items() if d["type"] == "choice" and any(isinstance(v, (list, dict))
                                                                               for v in d["values"])]
-    params: dict[str, Any] = {"_study": _study_params(spec.base, ctx, spec.resources, encoded=encoded)}
+    resources = fit_resources(spec.resources)
+    params: dict[str, Any] = {"_study": _study_params(spec.base, ctx, resources, encoded=encoded)}
     searches_backend = any(k.startswith("backend.") for k in spec.space)
     base_config = config_from_dict(spec.base)
     if not searches_backend and base_config.ddrm.enabled:
@@ -187,7 +209,7 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "tune", "mode": spec.mode, "spec": spec.source})
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
-    tuner = _tuner(params, spec.name, ctx, spec.resources, spec.max_failures, callback, tune_config, resume)
+    tuner = _tuner(params, spec.name, ctx, resources, spec.max_failures, callback, tune_config, resume)
     results = tuner.fit()
     rows = _rows(results)
     finished = [r for r in rows if r["done"]]
@@ -253,7 +275,8 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     ctx = _context(storage, data_dir, tracking_uri)
     configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
     pretrain_backends(configs, ctx)
-    study = _study_params(spec.base, ctx, spec.resources, variants=spec.variants)
+    resources = fit_resources(spec.resources)
+    study = _study_params(spec.base, ctx, resources, variants=spec.variants)
     if crash_once_marker:
         study["crash_once_marker"] = crash_once_marker
     params = {"_study": study,
@@ -265,7 +288,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
                                        {"study": spec.name, "kind": "ablate", "spec": spec.source,
                                         "reference": spec.reference or ""})
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
-    tuner = _tuner(params, spec.name, ctx, spec.resources, spec.max_failures, callback, tune_config, resume)
+    tuner = _tuner(params, spec.name, ctx, resources, spec.max_failures, callback, tune_config, resume)
     rows = _rows(tuner.fit())
     table, stats = ablation_table(spec, rows)
     tracking.log_table(ctx.tracking_uri, parent, table + "\n", "table.md")
