@@ -84,11 +84,26 @@ def decode(params: dict[str, Any], encoded: list[str]) -> dict[str, Any]:
     return {k: (yaml.safe_load(v) if k in encoded and isinstance(v, str) else v) for k, v in params.items()}
 
 
-def pretrain_backends(configs: list[Config], ctx: StudyContext) -> int:
-    """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new."""
+def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | None = None) -> int:
+    """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new.
+
+    ``threads``: torch threads for this driver-side training (a trial's CPU share), else torch's default.
+    """
     import torch
 
     from .. import train as training
+
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _pretrain(configs, ctx, training)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _pretrain(configs: list[Config], ctx: StudyContext, training) -> int:
+    import torch
 
     os.environ["DDRM_CACHE_DIR"] = str(ctx.cache_dir)
     seen: set[str] = set()
@@ -177,7 +192,8 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     searches_backend = any(k.startswith("backend.") for k in spec.space)
     base_config = config_from_dict(spec.base)
     if not searches_backend and base_config.ddrm.enabled:
-        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx)
+        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx,
+                          threads=params["_study"]["threads"])
     search_alg = None
     if spec.mode == "grid":
         for key, dist in spec.space.items():
@@ -274,9 +290,9 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
 
     ctx = _context(storage, data_dir, tracking_uri)
     configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
-    pretrain_backends(configs, ctx)
     resources = fit_resources(spec.resources)
     study = _study_params(spec.base, ctx, resources, variants=spec.variants)
+    pretrain_backends(configs, ctx, threads=study["threads"])
     if crash_once_marker:
         study["crash_once_marker"] = crash_once_marker
     params = {"_study": study,
