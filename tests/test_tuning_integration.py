@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from conftest import make_interactions  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
-from ddrm.tuning.runner import fit_resources, run_ablation, run_search  # noqa: E402
+from ddrm.config import config_from_dict  # noqa: E402
+from ddrm.tuning.runner import _context, fit_resources, pretrain_backends, run_ablation, run_search  # noqa: E402
 from ddrm.tuning.spec import Resources, load_ablation_spec, load_search_spec  # noqa: E402
 
 BASE = """base:
@@ -19,6 +20,11 @@ BASE = """base:
   backend: {lr: 0.01}
   ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}
 """
+
+
+import ddrm.train  # noqa: E402
+
+_orig_fit = ddrm.train.fit_backend
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +75,25 @@ def test_ablation_logs_nested_runs_and_a_correct_table(ray_local, study_dirs, tm
         stats = summary["variants"][variant]["test"]["recall_at_20"]
         assert stats["mean"] == pytest.approx(np.mean(values)) and stats["std"] == pytest.approx(np.std(values, ddof=1))
     assert "| full | 2 |" in summary["table"]
+
+
+def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study_dirs, monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("DDRM_CACHE_DIR", str(tmp_path / "cache"))
+    ctx = _context(study_dirs["storage"], study_dirs["data_dir"], study_dirs["tracking_uri"])
+    config = config_from_dict({"data": {"name": "tiny"}, "train": {"epochs": 1, "batch_size": 64}})
+    seen = []
+
+    def fit_and_record_threads(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return _orig_fit(*args, **kwargs)
+
+    monkeypatch.setattr("ddrm.train.fit_backend", fit_and_record_threads)
+    before = torch.get_num_threads()
+    assert pretrain_backends([config, config.replace({"seed": 1}), config], ctx, threads=1) == 2
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    assert pretrain_backends([config], ctx, threads=1) == 0  # cached now
 
 
 def test_a_spec_asking_for_more_than_the_local_ray_has_still_runs(ray_local, study_dirs, tmp_path, capsys):
