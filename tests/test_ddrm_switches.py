@@ -161,10 +161,74 @@ def test_dynamic_scale_leaves_inference_unchanged(tiny_dataset_dir):
     assert plain.training_noise_scale(4, torch.device("cpu")) is None
 
 
+# --- DDRM-time propagation layers ---------------------------------------------------------------------
+
+def dense_propagation(train, user_emb, item_emb, layers: int, pooling: str):
+    """Reference: dense ``D^-1/2 A D^-1/2`` powers, pooled like the reference DDRM code."""
+    n_users = user_emb.shape[0]
+    a = torch.zeros(n_users + item_emb.shape[0], n_users + item_emb.shape[0], dtype=torch.float64)
+    coo = train.tocoo()
+    a[coo.row, n_users + coo.col] = 1.0
+    a[n_users + coo.col, coo.row] = 1.0
+    deg = a.sum(1)
+    inv = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
+    a_hat = inv[:, None] * a * inv[None, :]
+    current = torch.cat([user_emb, item_emb]).double()
+    total = current.clone()
+    for _ in range(layers):
+        current = a_hat @ current
+        if pooling == "normalized_sum":
+            current = torch.nn.functional.normalize(current, dim=1)
+        total = total + current
+    if pooling == "mean":
+        total = total / (layers + 1)
+    return total[:n_users].float(), total[n_users:].float()
+
+
+@pytest.mark.parametrize("backend_name, freeze", [("mf", True), ("lightgcn", True), ("sgl", True),
+                                                  ("lightgcn", False)])
+def test_propagation_layers_hand_the_denoisers_the_ego_embeddings_propagated_k_layers(tiny_dataset_dir,
+                                                                                      backend_name, freeze):
+    data = load_prepared("tiny", tiny_dataset_dir)
+    base = tiny_config(**{"backend.name": backend_name, "ddrm.freeze_backend": freeze})
+    backend = build_backend(base, data, torch.device("cpu"))
+    train = data.csr("train")
+    own = DDRM(base.ddrm, backend, train).backend_embeddings()  # unset: the backend's final embeddings
+    for got, want in zip(own, backend.embeddings()):
+        assert torch.equal(got, want)
+    for layers in (0, 2, 5):
+        model = DDRM(base.replace({"ddrm.propagation_layers": layers}).ddrm, backend, train)
+        want = dense_propagation(train, backend.user_emb.weight.detach(), backend.item_emb.weight.detach(), layers,
+                                 backend.config.pooling)
+        for got, expected in zip(model.backend_embeddings(), want):
+            assert torch.allclose(got.detach(), expected, atol=1e-5)
+    if backend_name == "mf":  # MF is trained unpropagated: 0 layers = its own embeddings
+        zero = DDRM(base.replace({"ddrm.propagation_layers": 0}).ddrm, backend, train).backend_embeddings()
+        assert torch.equal(zero[1], backend.item_emb.weight.detach())
+    else:  # trained with 3 layers; other counts hand over different embeddings
+        two = DDRM(base.replace({"ddrm.propagation_layers": 2}).ddrm, backend, train).backend_embeddings()
+        assert not torch.allclose(two[1].detach(), own[1].detach())
+
+
+def test_joint_fine_tuning_propagates_through_the_k_layers(tiny_dataset_dir):
+    data = load_prepared("tiny", tiny_dataset_dir)
+    config = tiny_config(**{"backend.name": "mf", "ddrm.freeze_backend": False, "ddrm.propagation_layers": 2})
+    backend = build_backend(config, data, torch.device("cpu"))
+    model = DDRM(config.ddrm, backend, data.csr("train"))
+    u, i, j = (torch.from_numpy(a) for a in BPRSampler(data.csr("train"), 0).sample(32))
+    model.loss(u, i, j).backward()
+    # with 2 propagation layers, items never sampled in the batch still get a gradient through the graph
+    touched = set(i.tolist()) | set(j.tolist())
+    others = [k for k in range(data.n_items) if k not in touched]
+    grad = model.backend.item_emb.weight.grad
+    assert others and grad[others].abs().sum() > 0
+
+
 # --- validation -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("ddrm.denoiser", "foo"), ("ddrm.transformer_heads", 0),
-                                        ("ddrm.transformer_tokens", 1), ("ddrm.dynamic_scale", "yes")])
+                                        ("ddrm.transformer_tokens", 1), ("ddrm.dynamic_scale", "yes"),
+                                        ("ddrm.propagation_layers", -1)])
 def test_invalid_switch_values_name_the_key(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         tiny_config(**{key: value})

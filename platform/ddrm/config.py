@@ -131,6 +131,8 @@ class DDRMConfig:
     inference_start: str = "mean"  # mean of liked items, or pure noise N(0, I)
     denoise_users: bool = True  # false: item-only (no user denoiser)
     freeze_backend: bool = True  # false: joint fine-tuning of the backend embeddings
+    propagation_layers: int | None = None  # None: the backend's final embeddings; K: its ego embeddings
+    #                                        propagated K layers with its pooling (reference code: MF 4, LightGCN 2, SGL 5)
     lr: float = 1e-3
     weight_decay: float = 0.0
     epochs: int | None = None  # None: train.epochs
@@ -166,6 +168,8 @@ class DDRMConfig:
                  "an integer >= 2 (with one token the attention weights are constant)")
         _require(self.inference_start in INFERENCE_STARTS, "ddrm.inference_start", self.inference_start,
                  f"one of {list(INFERENCE_STARTS)}")
+        _require(self.propagation_layers is None or self.propagation_layers >= 0, "ddrm.propagation_layers",
+                 self.propagation_layers, "null or an integer >= 0")
         _require(self.lr > 0, "ddrm.lr", self.lr, "a float > 0")
         _require(self.weight_decay >= 0, "ddrm.weight_decay", self.weight_decay, "a float >= 0")
         _require(self.epochs is None or self.epochs >= 0, "ddrm.epochs", self.epochs, "null or an integer >= 0")

@@ -85,6 +85,19 @@ class Backend(nn.Module):
         """Final ``(U, d)``, ``(I, d)`` embeddings; subclasses define propagation."""
         raise NotImplementedError
 
+    def graph_operator(self):
+        """What propagation multiplies by: the normalised adjacency (subclasses may give a faster operator)."""
+        return self.graph
+
+    def propagated_embeddings(self, layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ego embeddings propagated ``layers`` layers with this backend's pooling, ``(U, d)``, ``(I, d)``.
+
+        What the reference DDRM code hands its denoisers (``ddrm.propagation_layers``), independent of how
+        many layers the backend was trained with.
+        """
+        return propagate(self.graph_operator(), self.user_emb.weight, self.item_emb.weight, layers,
+                         self.config.pooling)
+
     def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
         """Hook called before each training epoch (e.g. SGL redraws its augmented views)."""
 

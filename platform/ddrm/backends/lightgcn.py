@@ -98,6 +98,9 @@ class LightGCN(Backend):
         return propagate(SymmetricSpMM(self.csr(name)), self.user_emb.weight, self.item_emb.weight,
                          self.config.layers, self.config.pooling)
 
+    def graph_operator(self) -> "SymmetricSpMM":
+        return SymmetricSpMM(self.csr("graph"))
+
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final embeddings: full-graph propagation, pooled over layers 0..K."""
         return self.propagate_on("graph")

@@ -45,7 +45,7 @@ class DDRM(nn.Module):
         self.register_buffer("history_mean", row_mean_operator(train), persistent=False)
         if config.freeze_backend:
             with torch.no_grad():
-                user_emb, item_emb = backend.embeddings()
+                user_emb, item_emb = self._embeddings_of(backend)
             self.register_buffer("frozen_user_emb", user_emb.detach().clone())
             self.register_buffer("frozen_item_emb", item_emb.detach().clone())
             self.backend = None
@@ -56,7 +56,13 @@ class DDRM(nn.Module):
         """The backend's final ``(U, d)``, ``(I, d)`` embeddings (frozen buffers or live)."""
         if self.backend is None:
             return self.frozen_user_emb, self.frozen_item_emb
-        return self.backend.embeddings()
+        return self._embeddings_of(self.backend)
+
+    def _embeddings_of(self, backend: Backend) -> tuple[torch.Tensor, torch.Tensor]:
+        """``backend``'s final embeddings, or with ``ddrm.propagation_layers`` its ego embeddings propagated."""
+        if self.config.propagation_layers is None:
+            return backend.embeddings()
+        return backend.propagated_embeddings(self.config.propagation_layers)
 
     def training_noise_scale(self, batch: int, device: torch.device) -> torch.Tensor | None:
         """Per-embedding noise-scale factors ``s'/s`` for training, ``(B, 1)`` in (0, 1], or None.
