@@ -32,14 +32,16 @@ def _data(root: str):
     return load_prepared("ml-1m_noisy", root)
 
 
-def checkpoint_run(datasets: Path, backend: str, layers: int, pooling: str = "mean"):
+def checkpoint_run(datasets: Path, backend: str, layers: int, pooling: str = "mean",
+                   propagation_layers: int | None = None):
     """Backend scored directly (``result.backend.test``) and by mean of liked items (``result.test``)."""
     path = datasets / "ml-1m_noisy" / "ddrm_pretrained_backends" / CHECKPOINTS[backend]
     if not path.is_file():
         pytest.skip(f"reference checkpoint {path} not found")
     config = Config().replace({"data.name": "ml-1m_noisy", "backend.name": backend, "backend.layers": layers,
                                "backend.pooling": pooling, "backend.checkpoint": str(path),
-                               "ddrm.inference_steps": 0, "train.eval_batch_size": 2048})
+                               "ddrm.inference_steps": 0, "ddrm.propagation_layers": propagation_layers,
+                               "train.eval_batch_size": 2048})
     result = run(config, data=_data(str(datasets)), progress=False, use_cache=False)
     assert result.backend.epochs_run == 0 and result.ddrm is not None and result.ddrm.epochs_run == 0
     return result.backend.test, result.test
@@ -59,6 +61,13 @@ def test_lightgcn_checkpoint_reproduces_the_paper_row(shared_datasets):
 
 def test_lightgcn_checkpoint_mean_of_liked_items_two_layers(shared_datasets):
     _, mean_liked = checkpoint_run(shared_datasets, "lightgcn", layers=2)
+    assert_near(mean_liked, {"recall_at_20": 0.1295})
+
+
+def test_lightgcn_checkpoint_scored_with_3_layers_and_denoised_with_2(shared_datasets):
+    # the reference setting: backend scored with its own 3 layers, DDRM's embeddings propagated 2 layers
+    direct, mean_liked = checkpoint_run(shared_datasets, "lightgcn", layers=3, propagation_layers=2)
+    assert_near(direct, {"recall_at_20": 0.1193})
     assert_near(mean_liked, {"recall_at_20": 0.1295})
 
 
