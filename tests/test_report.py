@@ -108,3 +108,15 @@ def test_unknown_target_and_reference_are_one_clear_error(tmp_path, capsys):
     assert "give one experiment name" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     assert main(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+
+
+def test_a_single_seed_shows_its_value_without_a_fake_spread(tmp_path):
+    from ddrm.report.table import markdown
+
+    frame = pd.DataFrame({"model": ["mf"] * 3, "variant": ["base", "base", "other"], "seed": [0, 1, 0],
+                          "recall_at_20": [0.10, 0.12, 0.2]})
+    summary = summarize(frame, "base", ["recall_at_20"])
+    assert np.isnan(summary.loc[1, "recall_at_20_std"]) and np.isnan(summary.loc[1, "recall_at_20_p"])
+    table = markdown(summary, ["recall_at_20"], "base")
+    assert "| mf | other | 1 | 0.2000 |" in table  # one seed: no "± 0.0000"
+    assert "0.1100 ± 0.0141" in table  # two seeds: mean ± sample std

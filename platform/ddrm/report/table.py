@@ -46,7 +46,7 @@ def summarize(frame: pd.DataFrame, reference: str | None = None,
         for metric in metrics:
             values = group[metric].dropna().to_numpy(dtype=float)
             row[f"{metric}_mean"] = values.mean() if len(values) else float("nan")
-            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
+            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")  # one seed: no spread
             has_test = ref is not None and len(ref) and variant != reference
             row[f"{metric}_p"] = paired_p_value(group, ref, metric) if has_test else float("nan")
         rows.append(row)
@@ -57,6 +57,8 @@ def _cell(row: pd.Series, metric: str, alpha: float) -> str:
     if np.isnan(row[f"{metric}_mean"]):
         return "–"
     star = "*" if row[f"{metric}_p"] < alpha else ""
+    if np.isnan(row[f"{metric}_std"]):  # a single seed has no sample std: show the value alone
+        return f"{row[f'{metric}_mean']:.4f}{star}"
     return f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}{star}"
 
 
@@ -80,7 +82,8 @@ def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, a
     metrics = [m for m in TABLE_METRICS if m in frame.columns]
     diagnostics = diagnostic_metrics(frame)
     summary = summarize(frame, reference, metrics + diagnostics)
-    parts = [f"# {title}\n" if title else "", "Test metrics, mean ± std over seeds (sample std).",
+    parts = [f"# {title}\n" if title else "", "Test metrics, mean ± std over seeds (sample std; a value without "
+             "± comes from one seed).",
              (f"`*`: paired t-test over the shared seeds against the `{reference}` row of the same model, "
               f"p < {alpha:g}." if reference else "No reference variant: no significance test."), "",
              markdown(summary, metrics, reference, alpha)]
