@@ -31,6 +31,7 @@ import torch
 from ddrm.cache import cache_root
 from ddrm.config import Config, load_config, parse_override
 from ddrm.data import load_prepared
+from ddrm.errors import ConfigError
 from ddrm.train import EvalEvent, run
 
 METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
@@ -131,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.variant or not args.data_dir:
         parser.error("--variant and --data-dir are required to run")
 
+    variants = [parse_variant(v) for v in args.variant]
+    for name, overrides in variants:  # every variant's config is checked before hours of runs start
+        try:
+            load_config(None, {"data.name": args.dataset, "seed": args.seeds[0],
+                               **dict(parse_override(o) for o in args.common + overrides)})
+        except (ConfigError, ValueError) as exc:
+            parser.error(f"--variant {name!r}: {exc} (the form is NAME=key=value,...; NAME cannot contain '=')")
     data = load_prepared(args.dataset, args.data_dir)
     checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else cache_root() / "seed_table"
-    variants = [parse_variant(v) for v in args.variant]
     rows: dict[str, list[dict]] = {name: [] for name, _ in variants}
     if args.resume and args.json and Path(args.json).is_file():
         done = json.loads(Path(args.json).read_text())["rows"]

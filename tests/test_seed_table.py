@@ -66,3 +66,12 @@ def test_seed_table_resumes_an_interrupted_run_where_it_stopped(tiny, capsys):
     assert row["resumed"] is True and not path.exists()
     assert row["test"]["recall_at_20"] == pytest.approx(uninterrupted.test["recall_at_20"], abs=1e-7)
     assert row["best_epoch"] == uninterrupted.backend.best_epoch
+
+
+def test_a_bad_variant_is_one_clear_error_before_anything_runs(tiny, capsys):
+    bad = args(tiny, "--variant", "K (= the backend's)=ddrm.propagation_layers=2")  # '=' inside the name
+    with pytest.raises(SystemExit):
+        seed_table().main(bad)
+    err = capsys.readouterr().err
+    assert "--variant 'K ('" in err and "unknown config key" in err and "cannot contain '='" in err
+    assert not (tiny / "out.json").exists()  # the valid first variant did not run either
