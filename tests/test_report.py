@@ -120,3 +120,13 @@ def test_a_single_seed_shows_its_value_without_a_fake_spread(tmp_path):
     table = markdown(summary, ["recall_at_20"], "base")
     assert "| mf | other | 1 | 0.2000 |" in table  # one seed: no "± 0.0000"
     assert "0.1100 ± 0.0141" in table  # two seeds: mean ± sample std
+
+
+def test_sweep_lines_are_named_by_what_their_variants_share():
+    from ddrm.report.plots import _series_name
+
+    keys = ["model", "param.ddrm.enabled"]
+    swept = pd.DataFrame({"variant": ["r0_ddrm", "r10_ddrm", "r20_ddrm"]})
+    assert _series_name(("mf", "True"), swept, keys) == "mf, ddrm"
+    unnamed = pd.DataFrame({"variant": ["steps10", "steps20"]})  # shared "0" is the sweep value, not a name
+    assert _series_name(("mf", "True"), unnamed, keys) == "mf, ddrm.enabled=True"

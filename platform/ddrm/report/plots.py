@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,19 @@ def _bars(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _series_name(label, group: pd.DataFrame, series_keys: list[str]) -> str:
+    """Legend text of one line: the model plus what its variants share by name (``r10_ddrm``, ``r20_ddrm``
+    -> ``ddrm``), else the settings of the other varying keys."""
+    label = label if isinstance(label, tuple) else (label,)
+    variants = [str(v) for v in group["variant"].unique()] if "variant" in group.columns else []
+    shared = ""
+    if len(variants) > 1:  # the common suffix, without the sweep value it starts with ("0_ddrm" -> "ddrm")
+        shared = os.path.commonprefix([v[::-1] for v in variants])[::-1].lstrip("_-. 0123456789")
+    if shared:
+        return f"{label[0]}, {shared}"
+    return ", ".join([str(label[0])] + [f"{k.removeprefix('param.')}={v}" for k, v in zip(series_keys[1:], label[1:])])
+
+
 def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -86,16 +100,16 @@ def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None
                 and subset[c].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
     subset = subset.assign(_x=[_as_float(v) for v in subset[key]])
+    series = [(_series_name(label, group, series_keys), group)
+              for label, group in subset.groupby(series_keys, sort=False)]
+    colours = {name: f"C{i % 10}" for i, (name, _) in enumerate(series)}  # one colour per series, every panel
     for ax, metric in zip(axes[0], metrics):
-        for label, group in subset.groupby(series_keys, sort=False):
-            label = label if isinstance(label, tuple) else (label,)
-            name = ", ".join([str(label[0])] + [f"{k.removeprefix('param.')}={v}"
-                                                for k, v in zip(series_keys[1:], label[1:])])
+        for name, group in series:
             stats = group.groupby("_x")[metric].agg(["mean", "std"]).dropna(subset=["mean"]).sort_index()
             if stats.empty:
                 continue
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
-                        label=name)
+                        label=name, color=colours[name])
         xs = subset["_x"].to_numpy(dtype=float)
         if xs.min() > 0 and xs.max() / xs.min() >= 100:
             ax.set_xscale("log")
