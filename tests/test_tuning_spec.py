@@ -86,6 +86,21 @@ def test_ablation_spec_models_cross_every_variant(tmp_path):
         load_ablation_spec(write(tmp_path, text.split("models:")[0] + "models: [mf, sgl]\n"))
 
 
+def test_ablation_spec_runs_only_the_chosen_models(tmp_path):
+    text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1]\nreference: alone\n"
+            "variants: {alone: {ddrm.enabled: false}, ddrm: {}}\n"
+            "models: {mf: {backend.name: mf}, lightgcn: {backend.name: lightgcn}, sgl: {backend.name: sgl}}\n")
+    path = write(tmp_path, text)
+    spec = load_ablation_spec(path, only_models=["sgl", "mf"])
+    assert list(spec.variants) == ["mf/alone", "mf/ddrm", "sgl/alone", "sgl/ddrm"]  # the spec's order
+    assert len(spec.trials) == 8 and spec.reference == "alone"
+    with pytest.raises(ConfigError, match=r"unknown model\(s\) \['ngcf'\].*\['mf', 'lightgcn', 'sgl'\]"):
+        load_ablation_spec(path, only_models=["mf", "ngcf"])
+    plain = write(tmp_path, "name: b\nbase: {data: {name: tiny}}\nvariants: {x: {}}\n", "plain.yaml")
+    with pytest.raises(ConfigError, match="no 'models' block"):
+        load_ablation_spec(plain, only_models=["mf"])
+
+
 @pytest.mark.parametrize("folder,loader", [("search_spaces", load_search_spec), ("ablations", load_ablation_spec)])
 def test_shipped_specs_are_valid(folder, loader):
     paths = sorted((REPO_ROOT / folder).glob("*.yaml"))

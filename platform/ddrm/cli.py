@@ -170,7 +170,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .tuning.spec import load_ablation_spec
 
-    spec = load_ablation_spec(args.spec, _overrides(args.overrides), args.seeds)
+    only_models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
+    spec = load_ablation_spec(args.spec, _overrides(args.overrides), args.seeds, only_models)
     from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
 
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate_parser = subparsers.add_parser("ablate", help="run an ablation spec (variants x seeds) as Tune trials")
     ablate_parser.add_argument("spec", help="ablation YAML (see ablations/)")
     ablate_parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's list")
+    ablate_parser.add_argument("--models", help="run only these of the spec's models, comma-separated "
+                                                "(e.g. --models mf); a separate study from the full spec")
     _add_study_flags(ablate_parser)
     ablate_parser.set_defaults(func=cmd_ablate)
     _add_report_parser(subparsers)

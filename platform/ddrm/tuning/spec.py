@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -260,9 +260,25 @@ def _named_overrides(raw: Any, key: str, source: str) -> dict[str, dict[str, Any
     return out
 
 
+def _select_models(models: dict[str, dict[str, Any]], wanted: Sequence[str],
+                   source: str) -> dict[str, dict[str, Any]]:
+    """The spec's models restricted to ``wanted`` (in the spec's order); unknown names fail loudly."""
+    named = [m for m in models if m]
+    if not named:
+        _fail(source, f"--models {','.join(wanted)}: this spec has no 'models' block to choose from")
+    unknown = [m for m in wanted if m not in models]
+    if unknown or not wanted:
+        _fail(source, f"--models {','.join(wanted)}: unknown model(s) {unknown}; the spec's models: {named}")
+    return {m: changes for m, changes in models.items() if m in wanted}
+
+
 def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
-                       seeds: int | None = None) -> AblationSpec:
-    """Parse and validate an ablation YAML; ``seeds`` (``--seeds N``) replaces the list by 0..N-1."""
+                       seeds: int | None = None, only_models: Sequence[str] | None = None) -> AblationSpec:
+    """Parse and validate an ablation YAML.
+
+    ``seeds`` (``--seeds N``) replaces the seed list by 0..N-1; ``only_models`` (``--models a,b``) keeps only
+    those entries of the spec's ``models`` block (each must exist).
+    """
     source, raw = _read_spec(path, ABLATION_KEYS)
     base = _base(raw, overrides or {}, source)
     variants_raw = raw.get("variants")
@@ -270,6 +286,8 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
         _fail(source, "key 'variants' must map variant names to dotted overrides, e.g. {full: {}, "
                       "item_only: {ddrm.denoise_users: false}}")
     models = _named_overrides(raw.get("models") or {"": {}}, "models", source) if "models" in raw else {"": {}}
+    if only_models is not None:
+        models = _select_models(models, only_models, source)
     plain = _named_overrides(variants_raw, "variants", source)
     variants: dict[str, dict[str, Any]] = {}
     for model, model_changes in models.items():
