@@ -91,28 +91,32 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     """
     import torch
 
-    from .. import train as training
-
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _pretrain(configs, ctx, training)
+        return _pretrain(configs, ctx)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _pretrain(configs: list[Config], ctx: StudyContext, training) -> int:
+def _pretrain(configs: list[Config], ctx: StudyContext) -> int:
     import torch
 
+    from .. import train as training
+
     os.environ["DDRM_CACHE_DIR"] = str(ctx.cache_dir)
+    datasets: dict[tuple[str, float, int], Any] = {}  # one load per distinct split, not per trial
     seen: set[str] = set()
     trained = 0
     for config in configs:
-        ensure_dataset(config.data.name, ctx.data_dir)
-        data = training.load_dataset(config, ctx.data_dir)
+        ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
         if config.backend.checkpoint:
             continue
+        split = (config.data.name, config.data.noise_ratio, config.data.noise_seed)
+        if split not in datasets:
+            datasets[split] = training.load_dataset(config, ctx.data_dir)
+        data = datasets[split]
         key = training.backend_cache_key(config, data)
         if key in seen:
             continue
