@@ -130,3 +130,16 @@ def test_sweep_lines_are_named_by_what_their_variants_share():
     assert _series_name(("mf", "True"), swept, keys) == "mf, ddrm"
     unnamed = pd.DataFrame({"variant": ["steps10", "steps20"]})  # shared "0" is the sweep value, not a name
     assert _series_name(("mf", "True"), unnamed, keys) == "mf, ddrm.enabled=True"
+
+
+def test_sweep_series_with_identical_points_are_drawn_as_one_line():
+    from ddrm.report.plots import _distinct_lines
+
+    def series(values, x=(0.1, 0.2)):
+        return pd.DataFrame({"_x": list(x), "m": values})
+
+    lines = _distinct_lines([("backend", series([0.88, 0.89])), ("ddrm", series([0.88, 0.89])),
+                             ("mean", series([0.90, 0.91])), ("shifted", series([0.88, 0.89], x=(0.2, 0.3))),
+                             ("empty", series([None, None]))], "m")
+    assert [names for names, _ in lines] == [["backend", "ddrm"], ["mean"], ["shifted"]]
+    assert lines[1][1]["mean"].tolist() == [0.90, 0.91]

@@ -88,6 +88,23 @@ def _series_name(label, group: pd.DataFrame, series_keys: list[str]) -> str:
     return ", ".join([str(label[0])] + [f"{k.removeprefix('param.')}={v}" for k, v in zip(series_keys[1:], label[1:])])
 
 
+def _distinct_lines(series: list[tuple[str, pd.DataFrame]], metric: str) -> list[tuple[list[str], pd.DataFrame]]:
+    """Per-x mean/std of ``metric`` for each series; series with identical points are merged into one line
+    (e.g. a backend diagnostic shared by every variant on that backend), so none hides another unseen."""
+    lines: list[tuple[list[str], pd.DataFrame]] = []
+    for name, group in series:
+        stats = group.groupby("_x")[metric].agg(["mean", "std"]).dropna(subset=["mean"]).sort_index()
+        if stats.empty:
+            continue
+        twin = next((names for names, seen in lines if seen.index.equals(stats.index)
+                     and seen.fillna(-1.0).equals(stats.fillna(-1.0))), None)
+        if twin is not None:
+            twin.append(name)
+        else:
+            lines.append(([name], stats))
+    return lines
+
+
 def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -104,12 +121,9 @@ def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None
               for label, group in subset.groupby(series_keys, sort=False)]
     colours = {name: f"C{i % 10}" for i, (name, _) in enumerate(series)}  # one colour per series, every panel
     for ax, metric in zip(axes[0], metrics):
-        for name, group in series:
-            stats = group.groupby("_x")[metric].agg(["mean", "std"]).dropna(subset=["mean"]).sort_index()
-            if stats.empty:
-                continue
+        for names, stats in _distinct_lines(series, metric):
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
-                        label=name, color=colours[name])
+                        label=" = ".join(names), color=colours[names[0]])
         xs = subset["_x"].to_numpy(dtype=float)
         if xs.min() > 0 and xs.max() / xs.min() >= 100:
             ax.set_xscale("log")
