@@ -78,6 +78,11 @@ def test_study_commands_fail_before_ray_on_bad_specs_and_missing_data(tmp_path, 
     spec.write_text("name: a\nvariants: {full: {ddrm.stepz: 3}}\n")
     assert main(["ablate", str(spec)]) == 2
     assert "ddrm.stepz" in capsys.readouterr().err
+    spec.write_text("name: a\nvariants: {full: {}}\nmodels: {mf: {backend.name: mf}}\n")
+    assert main(["ablate", str(spec), "--seed-list", "1,two"]) == 2
+    assert "--seed-list '1,two'" in capsys.readouterr().err
+    assert main(["ablate", str(spec), "--models", "mf,sgl"]) == 2
+    assert "unknown model(s) ['sgl']" in capsys.readouterr().err
     space = tmp_path / "s.yaml"
     space.write_text("name: s\nspace: {ddrm.steps: {type: normal, mu: 3}}\n")
     assert main(["tune", str(space)]) == 2

@@ -101,6 +101,19 @@ def test_ablation_spec_runs_only_the_chosen_models(tmp_path):
         load_ablation_spec(plain, only_models=["mf"])
 
 
+def test_ablation_seeds_from_the_command_line(tmp_path):
+    path = write(tmp_path, "name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1, 2, 3, 4]\nvariants: {x: {}, y: {}}\n")
+    assert load_ablation_spec(path).seeds == (0, 1, 2, 3, 4)
+    assert load_ablation_spec(path, seeds=2).seeds == (0, 1)
+    spec = load_ablation_spec(path, seeds=[3, 1])  # exactly these, e.g. to add seeds to a finished study
+    assert spec.seeds == (3, 1) and spec.trials == [("x", 3), ("x", 1), ("y", 3), ("y", 1)]
+    for bad in ([1, 1], [-1], []):
+        with pytest.raises(ConfigError, match="--seed-list"):
+            load_ablation_spec(path, seeds=bad)
+    with pytest.raises(ConfigError, match="--seeds 0"):
+        load_ablation_spec(path, seeds=0)
+
+
 @pytest.mark.parametrize("folder,loader", [("search_spaces", load_search_spec), ("ablations", load_ablation_spec)])
 def test_shipped_specs_are_valid(folder, loader):
     paths = sorted((REPO_ROOT / folder).glob("*.yaml"))

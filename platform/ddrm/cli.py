@@ -167,11 +167,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    """``"1,2"`` -> [1, 2]; anything else is one ConfigError naming the flag."""
+    from .errors import ConfigError
+
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2") from None
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .tuning.spec import load_ablation_spec
 
     only_models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
-    spec = load_ablation_spec(args.spec, _overrides(args.overrides), args.seeds, only_models)
+    seeds = args.seeds if args.seed_list is None else _int_list(args.seed_list, "--seed-list")
+    spec = load_ablation_spec(args.spec, _overrides(args.overrides), seeds, only_models)
     from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
 
@@ -237,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune_parser.set_defaults(func=cmd_tune)
     ablate_parser = subparsers.add_parser("ablate", help="run an ablation spec (variants x seeds) as Tune trials")
     ablate_parser.add_argument("spec", help="ablation YAML (see ablations/)")
-    ablate_parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's list")
+    seed_choice = ablate_parser.add_mutually_exclusive_group()
+    seed_choice.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's list")
+    seed_choice.add_argument("--seed-list", help="use exactly these seeds, comma-separated (e.g. 1,2 to add "
+                                                 "seeds to an experiment that has seed 0)")
     ablate_parser.add_argument("--models", help="run only these of the spec's models, comma-separated "
                                                 "(e.g. --models mf); a separate study from the full spec")
     _add_study_flags(ablate_parser)

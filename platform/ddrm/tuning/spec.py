@@ -273,11 +273,14 @@ def _select_models(models: dict[str, dict[str, Any]], wanted: Sequence[str],
 
 
 def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
-                       seeds: int | None = None, only_models: Sequence[str] | None = None) -> AblationSpec:
+                       seeds: int | Sequence[int] | None = None,
+                       only_models: Sequence[str] | None = None) -> AblationSpec:
     """Parse and validate an ablation YAML.
 
-    ``seeds`` (``--seeds N``) replaces the seed list by 0..N-1; ``only_models`` (``--models a,b``) keeps only
-    those entries of the spec's ``models`` block (each must exist).
+    ``seeds`` replaces the spec's seed list: an int N (``--seeds N``) by 0..N-1, a sequence (``--seed-list
+    3,4``) by exactly those seeds, e.g. to add seeds to a finished study (``ddrm report`` pools an
+    experiment's studies by model, variant and seed). ``only_models`` (``--models a,b``) keeps only those
+    entries of the spec's ``models`` block (each must exist).
     """
     source, raw = _read_spec(path, ABLATION_KEYS)
     base = _base(raw, overrides or {}, source)
@@ -300,9 +303,16 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
     reference = raw.get("reference")
     if reference is not None and reference not in plain:
         _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(plain)}")
-    seed_list = tuple(range(seeds)) if seeds is not None else _seeds(raw.get("seeds", [0]), source)
-    if seeds is not None and seeds < 1:
-        _fail(source, f"--seeds {seeds}: expected an integer >= 1")
+    if seeds is None:
+        seed_list = _seeds(raw.get("seeds", [0]), source)
+    elif isinstance(seeds, int):
+        if seeds < 1:
+            _fail(source, f"--seeds {seeds}: expected an integer >= 1")
+        seed_list = tuple(range(seeds))
+    else:
+        seed_list = tuple(seeds)
+        if not seed_list or any(s < 0 for s in seed_list) or len(set(seed_list)) != len(seed_list):
+            _fail(source, f"--seed-list {','.join(map(str, seed_list))}: expected distinct integers >= 0")
     expected = raw.get("expected_minutes")
     return AblationSpec(name=raw.get("name") or Path(path).stem, base=base, seeds=seed_list, variants=variants,
                         reference=reference, resources=_resources(raw.get("resources"), source),
