@@ -96,6 +96,19 @@ def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study
     assert pretrain_backends([config], ctx, threads=1) == 0  # cached now
 
 
+def test_trial_threads_follow_the_cpus_ray_assigns(ray_local):
+    from ddrm.tuning.trainable import trial_threads
+
+    @ray.remote
+    def threads_in_worker(study):
+        return trial_threads(study)
+
+    # a study planned with 1 thread, resumed where each trial gets 2 CPUs: the trial uses 2
+    assert ray.get(threads_in_worker.options(num_cpus=2).remote({"threads": 1})) == 2
+    assert ray.get(threads_in_worker.options(num_cpus=1).remote({"threads": 2})) == 1
+    assert trial_threads({"threads": 3}) == 3  # the driver holds no CPU of its own: the plan stands
+
+
 def test_a_spec_asking_for_more_than_the_local_ray_has_still_runs(ray_local, study_dirs, tmp_path, capsys):
     # local Ray has 2 CPUs, no GPU: a trial asking for 3 CPUs + 1 GPU would stay pending forever
     assert fit_resources(Resources(cpu=3, gpu=1)) == Resources(cpu=2, gpu=0)

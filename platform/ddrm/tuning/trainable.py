@@ -2,7 +2,7 @@
 
 A trial's ``params`` hold the sampled dotted keys (``"ddrm.steps": 30``), ``"seed"``, optionally
 ``"variant"`` (ablations), and the study context under ``"_study"``: the base config, the variants,
-the data dir, the backend cache dir and the trial's CPU count. Every evaluation is reported with
+the data dir, the backend cache dir and the planned CPU count (threads follow the CPUs Ray assigns). Every evaluation is reported with
 ``tune.report`` together with a checkpoint; a retried trial resumes from ``tune.get_checkpoint()``.
 The backend is never trained here when the driver pre-trained it (it is loaded from the shared cache).
 """
@@ -39,6 +39,20 @@ def _metrics(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}{k}": float(v) for k, v in values.items() if k != "n_users"}
 
 
+def trial_threads(study: dict[str, Any]) -> int:
+    """Torch threads for this trial: the CPUs Ray assigned to it, so a study resumed on more (or fewer) CPUs
+    uses them; the study's planned count outside a Ray worker."""
+    import ray
+
+    assigned = None
+    if ray.is_initialized():
+        try:
+            assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except AssertionError:  # the driver process: Ray assigns it nothing
+            assigned = None
+    return max(1, int(assigned or study.get("threads", 1)))
+
+
 def ddrm_trainable(params: dict[str, Any]) -> None:
     """Train one trial; report validation metrics per evaluation and test metrics at the end."""
     from ray import tune
@@ -47,7 +61,7 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
 
     study = params["_study"]
     os.environ["DDRM_CACHE_DIR"] = study["cache_dir"]
-    torch.set_num_threads(max(1, int(study.get("threads", 1))))
+    torch.set_num_threads(trial_threads(study))
     config = trial_config(params)
     tuned_stage = "model" if config.model.name else ("ddrm" if config.ddrm.enabled else "backend")
 
