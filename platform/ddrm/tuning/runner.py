@@ -106,17 +106,16 @@ def _pretrain(configs: list[Config], ctx: StudyContext) -> int:
     from .. import train as training
 
     os.environ["DDRM_CACHE_DIR"] = str(ctx.cache_dir)
-    datasets: dict[tuple[str, float, int], Any] = {}  # one load per distinct split, not per trial
+    datasets: dict[Any, Any] = {}  # DataConfig -> its loaded split: one load per distinct split, not per trial
     seen: set[str] = set()
     trained = 0
     for config in configs:
         ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
         if config.backend.checkpoint:
             continue
-        split = (config.data.name, config.data.noise_ratio, config.data.noise_seed)
-        if split not in datasets:
-            datasets[split] = training.load_dataset(config, ctx.data_dir)
-        data = datasets[split]
+        if config.data not in datasets:
+            datasets[config.data] = training.load_dataset(config, ctx.data_dir)
+        data = datasets[config.data]
         key = training.backend_cache_key(config, data)
         if key in seen:
             continue

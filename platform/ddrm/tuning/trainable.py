@@ -2,9 +2,9 @@
 
 A trial's ``params`` hold the sampled dotted keys (``"ddrm.steps": 30``), ``"seed"``, optionally
 ``"variant"`` (ablations), and the study context under ``"_study"``: the base config, the variants,
-the data dir, the backend cache dir and the planned CPU count (threads follow the CPUs Ray assigns). Every evaluation is reported with
-``tune.report`` together with a checkpoint; a retried trial resumes from ``tune.get_checkpoint()``.
-The backend is never trained here when the driver pre-trained it (it is loaded from the shared cache).
+the data dir, the backend cache dir and the planned CPU count (a trial's threads follow the CPUs Ray
+assigns it). Every evaluation is reported with ``tune.report`` together with a checkpoint; a retried trial
+resumes from ``tune.get_checkpoint()``. The backend is never trained here when the driver pre-trained it (it is loaded from the shared cache).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def trial_threads(study: dict[str, Any]) -> int:
         try:
             assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
         except AssertionError:  # the driver process: Ray assigns it nothing
-            assigned = None
+            pass
     return max(1, int(assigned or study.get("threads", 1)))
 
 
