@@ -4,7 +4,8 @@ A trial's ``params`` hold the sampled dotted keys (``"ddrm.steps": 30``), ``"see
 ``"variant"`` (ablations), and the study context under ``"_study"``: the base config, the variants,
 the data dir, the backend cache dir and the planned CPU count (a trial's threads follow the CPUs Ray
 assigns it). Every evaluation is reported with ``tune.report`` together with a checkpoint; a retried trial
-resumes from ``tune.get_checkpoint()``. The backend is never trained here when the driver pre-trained it (it is loaded from the shared cache).
+resumes from ``tune.get_checkpoint()``. The backend is never trained here when the driver pre-trained it
+(it is loaded from the shared cache).
 """
 
 from __future__ import annotations
