@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,11 +82,27 @@ def saving_callback(path: Path):
     return callback
 
 
-def write_json(path: str, dataset: str, seeds: list[int], common: list[str], rows: dict) -> None:
+def merged_rows(path: str, seeds: list[int], rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """``rows`` (this run's seeds) plus the runs of *other* seeds already in the JSON at ``path``.
+
+    Read at every write, so processes running disjoint ``--seeds`` with ``--resume`` fill one file.
+    """
+    target = Path(path)
+    previous = json.loads(target.read_text())["rows"] if target.is_file() else {}
+    names = list(previous) + [name for name in rows if name not in previous]
+    merged = {}
+    for name in names:
+        others = [r for r in previous.get(name, []) if r["seed"] not in seeds]
+        merged[name] = sorted(others + rows.get(name, []), key=lambda r: r["seed"])
+    return merged
+
+
+def write_json(path: str, dataset: str, common: list[str], rows: dict) -> None:
     """Write atomically, so an interrupted run leaves the last complete file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    seeds = sorted({r["seed"] for runs in rows.values() for r in runs})
     partial.write_text(json.dumps({"dataset": dataset, "seeds": seeds, "common": common, "rows": rows},
                                   indent=2, default=str))
     partial.replace(target)
@@ -119,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="common", action="append", default=[], help="override for every variant")
     parser.add_argument("--json", help="write all per-seed results here (rewritten after every run)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the (variant, seed) runs already in --json and run only the missing ones")
+                        help="keep the (variant, seed) runs already in --json (other seeds and variants included) "
+                             "and run only the missing ones")
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --json, run nothing")
     parser.add_argument("--checkpoint-dir", help="where unfinished runs keep their state (default: "
                                                  "~/.cache/ddrm/seed_table, or $DDRM_CACHE_DIR/seed_table)")
@@ -165,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                                "seconds": time.perf_counter() - start, "resumed": resume is not None,
                                "config": config.to_flat_dict()})
             if args.json:
-                write_json(args.json, args.dataset, args.seeds, args.common, rows)
+                kept = merged_rows(args.json, args.seeds, rows) if args.resume else rows
+                write_json(args.json, args.dataset, args.common, kept)
             print(f"seed {seed} {name}: test R@20 {result.test['recall_at_20']:.4f} (best epoch {stage.best_epoch}, "
                   f"{time.perf_counter() - start:.0f}s)", file=sys.stderr, flush=True)
-    print(markdown_table(rows))
-
+    print(markdown_table(merged_rows(args.json, args.seeds, rows) if args.resume and args.json else rows))
     return 0
 
 

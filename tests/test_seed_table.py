@@ -68,6 +68,23 @@ def test_seed_table_resumes_an_interrupted_run_where_it_stopped(tiny, capsys):
     assert row["best_epoch"] == uninterrupted.backend.best_epoch
 
 
+def with_seeds(argv: list[str], *seeds: str) -> list[str]:
+    at = argv.index("--seeds")
+    return argv[:at + 1] + list(seeds) + argv[at + 2:]
+
+
+def test_resuming_with_other_seeds_keeps_the_runs_already_in_the_json(tiny):
+    module = seed_table()
+    assert module.main(with_seeds(args(tiny), "0")) == 0
+    seed0 = json.loads((tiny / "out.json").read_text())["rows"]["MF"][0]
+    assert module.main(with_seeds(args(tiny, "--resume"), "1")) == 0  # e.g. a second process, seed 1 only
+    saved = json.loads((tiny / "out.json").read_text())
+    assert saved["seeds"] == [0, 1] and [r["seed"] for r in saved["rows"]["MF"]] == [0, 1]
+    assert saved["rows"]["MF"][0] == seed0
+    assert module.main(with_seeds(args(tiny), "1")) == 0  # without --resume the file is this run's alone
+    assert json.loads((tiny / "out.json").read_text())["seeds"] == [1]
+
+
 def test_a_bad_variant_is_one_clear_error_before_anything_runs(tiny, capsys):
     bad = args(tiny, "--variant", "K (= the backend's)=ddrm.propagation_layers=2")  # '=' inside the name
     with pytest.raises(SystemExit):
