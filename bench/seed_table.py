@@ -12,7 +12,8 @@ Long runs survive interruption: after every evaluation the run's resumable state
 ``--checkpoint-dir`` (default ``~/.cache/ddrm/seed_table``, keyed by the run's full config), and a rerun
 with ``--resume`` continues an unfinished (variant, seed) from its last evaluation instead of restarting
 it (``ddrm.train.run(resume=...)``: it ends where an uninterrupted run would). The file is removed when
-the run completes.
+the run completes. With ``--resume`` the JSON keeps the runs of seeds not in ``--seeds``, so seeds can run as
+separate processes (``--seeds 1`` and ``--seeds 2``) that fill one file.
 """
 
 from __future__ import annotations
@@ -160,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_prepared(args.dataset, args.data_dir)
     checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else cache_root() / "seed_table"
     rows: dict[str, list[dict]] = {name: [] for name, _ in variants}
+
+    def file_rows() -> dict[str, list[dict]]:
+        """What --json holds after this run: with --resume, other seeds' runs already there are kept."""
+        return merged_rows(args.json, args.seeds, rows) if args.resume and args.json else rows
+
     if args.resume and args.json and Path(args.json).is_file():
         done = json.loads(Path(args.json).read_text())["rows"]
         rows.update({name: [r for r in done.get(name, []) if r["seed"] in args.seeds] for name in rows})
@@ -183,11 +189,10 @@ def main(argv: list[str] | None = None) -> int:
                                "seconds": time.perf_counter() - start, "resumed": resume is not None,
                                "config": config.to_flat_dict()})
             if args.json:
-                kept = merged_rows(args.json, args.seeds, rows) if args.resume else rows
-                write_json(args.json, args.dataset, args.common, kept)
+                write_json(args.json, args.dataset, args.common, file_rows())
             print(f"seed {seed} {name}: test R@20 {result.test['recall_at_20']:.4f} (best epoch {stage.best_epoch}, "
                   f"{time.perf_counter() - start:.0f}s)", file=sys.stderr, flush=True)
-    print(markdown_table(merged_rows(args.json, args.seeds, rows) if args.resume and args.json else rows))
+    print(markdown_table(file_rows()))
     return 0
 
 
