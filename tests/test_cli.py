@@ -90,3 +90,24 @@ def test_study_commands_fail_before_ray_on_bad_specs_and_missing_data(tmp_path, 
     assert "unknown distribution" in err and len(err.strip().splitlines()) == 1
     import ray
     assert not ray.is_initialized()
+
+
+def test_cpus_per_trial_and_max_concurrent_replace_the_specs_values(tmp_path, capsys):
+    import argparse
+
+    from ddrm.cli import _with_study_flags
+    from ddrm.tuning.spec import load_ablation_spec
+
+    spec_file = tmp_path / "a.yaml"
+    spec_file.write_text("name: a\nvariants: {full: {}}\nresources: {cpu: 2, gpu: 0.5}\nmax_concurrent: 1\n")
+    spec = load_ablation_spec(spec_file, {}, None, None)
+    unchanged = _with_study_flags(spec, argparse.Namespace(cpus_per_trial=None, max_concurrent=None))
+    assert (unchanged.resources.cpu, unchanged.resources.gpu, unchanged.max_concurrent) == (2.0, 0.5, 1)
+    changed = _with_study_flags(spec, argparse.Namespace(cpus_per_trial=1, max_concurrent=3))
+    assert (changed.resources.cpu, changed.resources.gpu, changed.max_concurrent) == (1.0, 0.5, 3)
+    assert main(["ablate", str(spec_file), "--cpus-per-trial", "0"]) == 2
+    assert "--cpus-per-trial 0: expected a number > 0" in capsys.readouterr().err
+    assert main(["ablate", str(spec_file), "--max-concurrent", "0"]) == 2
+    assert "--max-concurrent 0: expected an integer >= 1" in capsys.readouterr().err
+    import ray
+    assert not ray.is_initialized()

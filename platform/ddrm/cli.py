@@ -121,6 +121,27 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all cores); ignored on a cluster")
+    p.add_argument("--cpus-per-trial", type=float,
+                   help="CPUs (and torch threads) per trial, replacing the spec's resources.cpu")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once, replacing the spec's max_concurrent")
+
+
+def _with_study_flags(spec, args: argparse.Namespace):
+    """``spec`` with ``--cpus-per-trial`` / ``--max-concurrent`` applied (validated like the spec's keys)."""
+    from dataclasses import replace
+
+    from .errors import ConfigError
+    from .tuning.spec import Resources
+
+    if args.cpus_per_trial is not None:
+        if not args.cpus_per_trial > 0:
+            raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g}: expected a number > 0")
+        spec = replace(spec, resources=Resources(float(args.cpus_per_trial), spec.resources.gpu))
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 1:
+            raise ConfigError(f"--max-concurrent {args.max_concurrent}: expected an integer >= 1")
+        spec = replace(spec, max_concurrent=args.max_concurrent)
+    return spec
 
 
 def _overrides(texts: list[str]) -> dict[str, Any]:
@@ -146,7 +167,7 @@ def _check_datasets(names: set[str], data_dir: str | None) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning.spec import load_search_spec
 
-    spec = load_search_spec(args.space, _overrides(args.overrides), args.num_samples)
+    spec = _with_study_flags(load_search_spec(args.space, _overrides(args.overrides), args.num_samples), args)
     from .config import config_from_dict
     from .tuning.runner import init_ray, run_search
 
@@ -182,7 +203,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     only_models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
     seeds = args.seeds if args.seed_list is None else _int_list(args.seed_list, "--seed-list")
-    spec = load_ablation_spec(args.spec, _overrides(args.overrides), seeds, only_models)
+    spec = _with_study_flags(load_ablation_spec(args.spec, _overrides(args.overrides), seeds, only_models), args)
     from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
 
