@@ -35,6 +35,9 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     ("backend.name", "nope", "backend.name"),
     ("ddrm.stepz", 3, "ddrm.stepz"),
     ("nosection.x", 3, "nosection.x"),
+    ("seed", -1, "'seed'"),
+    ("seed", 2**31, "'seed'"),
+    ("data.noise_seed", -3, "data.noise_seed"),
 ])
 def test_bad_values_name_the_key(key, value, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):

@@ -107,9 +107,11 @@ def test_ablation_seeds_from_the_command_line(tmp_path):
     assert load_ablation_spec(path, seeds=2).seeds == (0, 1)
     spec = load_ablation_spec(path, seeds=[3, 1])  # exactly these, e.g. to add seeds to a finished study
     assert spec.seeds == (3, 1) and spec.trials == [("x", 3), ("x", 1), ("y", 3), ("y", 1)]
-    for bad in ([1, 1], [-1], []):
+    for bad in ([1, 1], [-1], [], [2**31]):
         with pytest.raises(ConfigError, match="--seed-list"):
             load_ablation_spec(path, seeds=bad)
+    with pytest.raises(ConfigError, match="key 'seeds'"):
+        load_ablation_spec(write(tmp_path, "name: a\nseeds: [0, -1]\nvariants: {x: {}}\n"))
     with pytest.raises(ConfigError, match="--seeds 0"):
         load_ablation_spec(path, seeds=0)
 

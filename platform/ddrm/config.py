@@ -26,6 +26,9 @@ SAMPLING = ("interaction", "user")
 POOLINGS = ("mean", "normalized_sum")
 
 
+MAX_SEED = 2**31  # numpy's legacy seeding takes [0, 2**32); derived seeds add small offsets
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which prepared split to use: ``<dir>/<name>/{train,valid,test}_list.npy``."""
@@ -37,6 +40,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(0 <= self.noise_ratio <= 1, "data.noise_ratio", self.noise_ratio, "a float in [0, 1]")
+        _require(0 <= self.noise_seed < MAX_SEED, "data.noise_seed", self.noise_seed, f"an integer in [0, {MAX_SEED})")
         _require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                  "data.name", self.name, "a dataset folder name (no '/')")
 
@@ -282,6 +286,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.seed < MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED})")
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML/JSON-ready; tuples become lists)."""

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..config import Config, allowed_keys, apply_overrides, config_from_dict
+from ..config import MAX_SEED, Config, allowed_keys, apply_overrides, config_from_dict
 from ..errors import ConfigError
 
 DISTRIBUTIONS = {
@@ -141,8 +141,9 @@ def _resources(raw: Any, source: str) -> Resources:
 
 def _seeds(raw: Any, source: str) -> tuple[int, ...]:
     seeds = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        _fail(source, f"key 'seeds': {raw!r} is not allowed; expected a non-empty list of integers")
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < MAX_SEED for s in seeds)):
+        _fail(source, f"key 'seeds': {raw!r} is not allowed; expected a non-empty list of integers in [0, {MAX_SEED})")
     return tuple(seeds)
 
 
@@ -311,8 +312,8 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
         seed_list = tuple(range(seeds))
     else:
         seed_list = tuple(seeds)
-        if not seed_list or any(s < 0 for s in seed_list) or len(set(seed_list)) != len(seed_list):
-            _fail(source, f"--seed-list {','.join(map(str, seed_list))}: expected distinct integers >= 0")
+        if not seed_list or any(not 0 <= s < MAX_SEED for s in seed_list) or len(set(seed_list)) != len(seed_list):
+            _fail(source, f"--seed-list {','.join(map(str, seed_list))}: expected distinct integers in [0, {MAX_SEED})")
     expected = raw.get("expected_minutes")
     return AblationSpec(name=raw.get("name") or Path(path).stem, base=base, seeds=seed_list, variants=variants,
                         reference=reference, resources=_resources(raw.get("resources"), source),
