@@ -9,9 +9,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import DDRMError
+
+if TYPE_CHECKING:
+    from .tuning.spec import AblationSpec, SearchSpec
 
 METRIC_ROWS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20", "recall_at_50", "ndcg_at_50",
                "recall_at_100", "ndcg_at_100")
@@ -126,7 +129,7 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, help="trials running at once, replacing the spec's max_concurrent")
 
 
-def _with_study_flags(spec, args: argparse.Namespace):
+def _with_study_flags(spec: SearchSpec | AblationSpec, args: argparse.Namespace) -> SearchSpec | AblationSpec:
     """``spec`` with ``--cpus-per-trial`` / ``--max-concurrent`` applied (validated like the spec's keys)."""
     from dataclasses import replace
 
