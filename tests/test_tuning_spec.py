@@ -101,6 +101,21 @@ def test_ablation_spec_runs_only_the_chosen_models(tmp_path):
         load_ablation_spec(plain, only_models=["mf"])
 
 
+def test_ablation_spec_runs_only_the_chosen_variants(tmp_path):
+    text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1, 2]\nreference: alone\n"
+            "variants: {alone: {ddrm.enabled: false}, ddrm: {}, item_only: {ddrm.denoise_users: false}}\n"
+            "models: {mf: {backend.name: mf}, sgl: {backend.name: sgl}}\n")
+    path = write(tmp_path, text)
+    spec = load_ablation_spec(path, only_models=["sgl"], only_variants=["item_only", "ddrm"])
+    assert list(spec.variants) == ["sgl/ddrm", "sgl/item_only"]  # the spec's order
+    assert spec.variants["sgl/item_only"] == {"backend.name": "sgl", "ddrm.denoise_users": False}
+    assert len(spec.trials) == 6 and spec.reference == "alone"  # the report pairs with reference rows elsewhere
+    with pytest.raises(ConfigError, match=r"--variants ddrm,full: unknown variant\(s\) \['full'\]"):
+        load_ablation_spec(path, only_variants=["ddrm", "full"])
+    with pytest.raises(ConfigError, match=r"--variants : unknown variant"):
+        load_ablation_spec(path, only_variants=[])
+
+
 def test_ablation_seeds_from_the_command_line(tmp_path):
     path = write(tmp_path, "name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1, 2, 3, 4]\nvariants: {x: {}, y: {}}\n")
     assert load_ablation_spec(path).seeds == (0, 1, 2, 3, 4)

@@ -205,8 +205,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .tuning.spec import load_ablation_spec
 
     only_models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
+    only_variants = [v.strip() for v in args.variants.split(",")] if args.variants is not None else None
     seeds = args.seeds if args.seed_list is None else _int_list(args.seed_list, "--seed-list")
-    spec = _with_study_flags(load_ablation_spec(args.spec, _overrides(args.overrides), seeds, only_models), args)
+    spec = _with_study_flags(load_ablation_spec(args.spec, _overrides(args.overrides), seeds, only_models,
+                                                only_variants), args)
     from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
 
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "seeds to an experiment that has seed 0)")
     ablate_parser.add_argument("--models", help="run only these of the spec's models, comma-separated "
                                                 "(e.g. --models mf); a separate study from the full spec")
+    ablate_parser.add_argument("--variants", help="run only these of the spec's variants, comma-separated (e.g. "
+                                                  "--variants item_only to add rows next to reference rows "
+                                                  "already in the same tracking store)")
     _add_study_flags(ablate_parser)
     ablate_parser.set_defaults(func=cmd_ablate)
     _add_report_parser(subparsers)

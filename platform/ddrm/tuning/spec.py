@@ -261,27 +261,30 @@ def _named_overrides(raw: Any, key: str, source: str) -> dict[str, dict[str, Any
     return out
 
 
-def _select_models(models: dict[str, dict[str, Any]], wanted: Sequence[str],
-                   source: str) -> dict[str, dict[str, Any]]:
-    """The spec's models restricted to ``wanted`` (in the spec's order); unknown names fail loudly."""
-    named = [m for m in models if m]
-    if not named:
-        _fail(source, f"--models {','.join(wanted)}: this spec has no 'models' block to choose from")
-    unknown = [m for m in wanted if m not in models]
+def _select(named: dict[str, dict[str, Any]], wanted: Sequence[str], what: str,
+            source: str) -> dict[str, dict[str, Any]]:
+    """The spec's ``what`` (models/variants) restricted to ``wanted`` (in the spec's order); unknown names fail."""
+    names = [m for m in named if m]
+    if not names:
+        _fail(source, f"--{what} {','.join(wanted)}: this spec has no '{what}' block to choose from")
+    unknown = [m for m in wanted if m not in named]
     if unknown or not wanted:
-        _fail(source, f"--models {','.join(wanted)}: unknown model(s) {unknown}; the spec's models: {named}")
-    return {m: changes for m, changes in models.items() if m in wanted}
+        _fail(source, f"--{what} {','.join(wanted)}: unknown {what[:-1]}(s) {unknown}; the spec's {what}: {names}")
+    return {m: changes for m, changes in named.items() if m in wanted}
 
 
 def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
                        seeds: int | Sequence[int] | None = None,
-                       only_models: Sequence[str] | None = None) -> AblationSpec:
+                       only_models: Sequence[str] | None = None,
+                       only_variants: Sequence[str] | None = None) -> AblationSpec:
     """Parse and validate an ablation YAML.
 
     ``seeds`` replaces the spec's seed list: an int N (``--seeds N``) by 0..N-1, a sequence (``--seed-list
     3,4``) by exactly those seeds, e.g. to add seeds to a finished study (``ddrm report`` pools an
     experiment's studies by model, variant and seed). ``only_models`` (``--models a,b``) keeps only those
-    entries of the spec's ``models`` block (each must exist).
+    entries of the spec's ``models`` block (each must exist); ``only_variants`` (``--variants a,b``) likewise
+    keeps only those variants, e.g. to add the missing variants to an experiment whose reference rows
+    were measured by an earlier study in the same tracking store (the report pools them).
     """
     source, raw = _read_spec(path, ABLATION_KEYS)
     base = _base(raw, overrides or {}, source)
@@ -291,8 +294,13 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
                       "item_only: {ddrm.denoise_users: false}}")
     models = _named_overrides(raw.get("models") or {"": {}}, "models", source) if "models" in raw else {"": {}}
     if only_models is not None:
-        models = _select_models(models, only_models, source)
+        models = _select(models, only_models, "models", source)
     plain = _named_overrides(variants_raw, "variants", source)
+    reference = raw.get("reference")
+    if reference is not None and reference not in plain:
+        _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(plain)}")
+    if only_variants is not None:
+        plain = _select(plain, only_variants, "variants", source)
     variants: dict[str, dict[str, Any]] = {}
     for model, model_changes in models.items():
         if model:
@@ -301,9 +309,6 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
             full_name = f"{model}{MODEL_SEPARATOR}{name}" if model else name
             _check_point(base, {**model_changes, **changes}, source, f"variant {full_name!r}")
             variants[full_name] = {**model_changes, **changes}
-    reference = raw.get("reference")
-    if reference is not None and reference not in plain:
-        _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(plain)}")
     if seeds is None:
         seed_list = _seeds(raw.get("seeds", [0]), source)
     elif isinstance(seeds, int):
