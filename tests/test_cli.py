@@ -109,5 +109,8 @@ def test_cpus_per_trial_and_max_concurrent_replace_the_specs_values(tmp_path, ca
     assert "--cpus-per-trial 0: expected a number > 0" in capsys.readouterr().err
     assert main(["ablate", str(spec_file), "--max-concurrent", "0"]) == 2
     assert "--max-concurrent 0: expected an integer >= 1" in capsys.readouterr().err
+    missing = tmp_path / "missing.db"
+    assert main(["ablate", str(spec_file), "--reuse-from", f"sqlite:///{missing}"]) == 2
+    assert "--reuse-from sqlite:///" in capsys.readouterr().err and not missing.exists()
     import ray
     assert not ray.is_initialized()

@@ -167,3 +167,32 @@ def test_standalone_model_search_reports_every_epoch(ray_local, study_dirs, tmp_
     for kid in kids:
         assert kid.data.params["model.name"] == "multivae"
         assert [m.step for m in client.get_metric_history(kid.info.run_id, "valid_recall_at_20")] == [1, 2, 3]
+
+
+def test_an_identical_trial_in_another_store_is_replayed_not_retrained(ray_local, study_dirs, tmp_path):
+    from ddrm.config import apply_overrides
+
+    from test_reuse import log_trial
+
+    spec_path = tmp_path / "b.yaml"
+    spec_path.write_text("name: b\n" + BASE + "seeds: [0]\nvariants:\n  full: {}\n"
+                         "  item_only: {ddrm.denoise_users: false}\nresources: {cpu: 1}\nmax_concurrent: 2\n")
+    spec = load_ablation_spec(spec_path)
+    earlier = f"sqlite:///{tmp_path / 'earlier.db'}"
+    full = config_from_dict(apply_overrides(spec.base, {**spec.variants["full"], "seed": 0}))
+    # metrics no training on this data produces: seeing them in the new study proves the replay
+    source_run = log_trial(earlier, full, valid=(0.91, 0.93, 0.92))
+    summary = run_ablation(spec, **study_dirs, reuse_from=[earlier])
+    assert summary["finished"] == 2
+    client, _, kids = children(study_dirs["tracking_uri"], "b")
+    by_variant = {k.data.tags["variant"]: k for k in kids}
+    reused, trained = by_variant["full"], by_variant["item_only"]
+    assert reused.data.tags["reused_from"] == f"{earlier}#{source_run}"
+    assert reused.info.status == "FINISHED" and reused.data.metrics["test_recall_at_20"] == 0.25
+    assert [(m.step, m.value) for m in client.get_metric_history(reused.info.run_id, "valid_recall_at_20")] == [
+        (1, 0.91), (2, 0.93), (3, 0.92)]
+    assert reused.data.params == trained.data.params | {"ddrm.denoise_users": "True"}
+    trained_curve = [(m.step, m.value) for m in client.get_metric_history(trained.info.run_id, "valid_recall_at_20")]
+    assert "reused_from" not in trained.data.tags and [step for step, _ in trained_curve] == [1, 2, 3]
+    assert trained_curve != [(1, 0.91), (2, 0.93), (3, 0.92)]
+    assert summary["variants"]["full"]["test"]["recall_at_20"]["mean"] == 0.25

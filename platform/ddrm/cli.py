@@ -211,12 +211,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                                                 only_variants), args)
     from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
+    from .tuning.reuse import check_source
+
+    for uri in args.reuse_from or []:
+        check_source(uri)  # before Ray starts: a wrong path is one error line
 
     _check_datasets({config_from_dict(apply_overrides(spec.base, v)).data.name for v in spec.variants.values()},
                     args.data_dir)
     init_ray(args.num_cpus)
     summary = run_ablation(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
-                           resume=args.resume)
+                           resume=args.resume, reuse_from=args.reuse_from)
     print(f"ablation {spec.name}: {summary['finished']}/{summary['trials']} trials finished, "
           f"{summary['errored']} errored; test metrics, mean ± std over seeds:")
     print(summary["table"])
@@ -280,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "seeds to an experiment that has seed 0)")
     ablate_parser.add_argument("--models", help="run only these of the spec's models, comma-separated "
                                                 "(e.g. --models mf); a separate study from the full spec")
+    ablate_parser.add_argument("--reuse-from", action="append", metavar="URI",
+                               help="MLflow tracking URI (repeatable) whose FINISHED trial runs with exactly the "
+                                    "same config are replayed instead of retrained (e.g. a reference row "
+                                    "measured by another study); the new run is tagged reused_from")
     ablate_parser.add_argument("--variants", help="run only these of the spec's variants, comma-separated (e.g. "
                                                   "--variants item_only to add rows next to reference rows "
                                                   "already in the same tracking store)")

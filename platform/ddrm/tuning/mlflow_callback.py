@@ -9,6 +9,7 @@ import yaml
 from ray.tune import Callback
 
 from ..tracking import _client, _error_text, _numeric, get_or_create_experiment
+from .reuse import REUSE_TAG, flat_params, trial_key
 from .spec import MODEL_SEPARATOR
 from .trainable import trial_config
 
@@ -53,9 +54,12 @@ class MLflowTrialCallback(Callback):
             tags = {"mlflow.parentRunId": self.parent_run_id, "parent_run": self.parent_run_id,
                     "trial_id": trial.trial_id, "variant": plain, "seed": str(config.seed), "role": "trial",
                     **({"model": model} if model else {})}
+            reused = trial.config.get("_study", {}).get("reuse", {}).get(trial_key(variant, config.seed))
+            if reused:
+                tags[REUSE_TAG] = reused["source"]
             run_name = f"{variant.replace(MODEL_SEPARATOR, '-')}-seed{config.seed}-{trial.trial_id}"
             run_id = client.create_run(self._experiment_id, run_name=run_name, tags=tags).info.run_id
-            params = [Param(k, str(v)[:6000]) for k, v in config.to_flat_dict().items()]
+            params = [Param(k, v) for k, v in flat_params(config).items()]
             client.log_batch(run_id, params=params)
             client.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), "config.yaml")
         self.runs[trial.trial_id] = run_id

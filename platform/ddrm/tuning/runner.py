@@ -280,8 +280,11 @@ def ablation_table(spec: AblationSpec, rows: list[dict[str, Any]]) -> tuple[str,
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
                  data_dir: str | None = None, resume: bool = False,
-                 crash_once_marker: str | None = None) -> dict[str, Any]:
+                 crash_once_marker: str | None = None, reuse_from: list[str] | None = None) -> dict[str, Any]:
     """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats.
+
+    ``reuse_from``: tracking URIs whose FINISHED trial runs with the same complete config are replayed
+    instead of retrained (see :mod:`.reuse`).
 
     ``crash_once_marker`` (fault-injection tests): each trial kills its own worker after its first
     evaluation unless that marker file exists, creating it first — so exactly one crash happens.
@@ -295,6 +298,15 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
     resources = fit_resources(spec.resources)
     study = _study_params(spec.base, ctx, resources, variants=spec.variants)
+    if reuse_from:
+        from .reuse import check_source, find_reusable, trial_key
+
+        study["reuse"] = find_reusable([(v, s, c) for (v, s), c in zip(spec.trials, configs)],
+                                       [check_source(uri) for uri in reuse_from])
+        print(f"reusing {len(study['reuse'])} of {len(spec.trials)} trials (identical config, FINISHED) from "
+              f"{', '.join(reuse_from)}" + "".join(f"\n  {k} <- {r['source']}" for k, r in study["reuse"].items()),
+              flush=True)
+        configs = [c for (v, s), c in zip(spec.trials, configs) if trial_key(v, s) not in study["reuse"]]
     pretrain_backends(configs, ctx, threads=study["threads"])
     if crash_once_marker:
         study["crash_once_marker"] = crash_once_marker

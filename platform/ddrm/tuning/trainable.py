@@ -5,7 +5,8 @@ A trial's ``params`` hold the sampled dotted keys (``"ddrm.steps": 30``), ``"see
 the data dir, the backend cache dir and the planned CPU count (a trial's threads follow the CPUs Ray
 assigns it). Every evaluation is reported with ``tune.report`` together with a checkpoint; a retried trial
 resumes from ``tune.get_checkpoint()``. The backend is never trained here when the driver pre-trained it
-(it is loaded from the shared cache).
+(it is loaded from the shared cache). A trial listed in ``_study["reuse"]`` (see :mod:`.reuse`) replays
+an earlier identical run's metrics instead of training.
 """
 
 from __future__ import annotations
@@ -59,8 +60,13 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
     from ray import tune
 
     from ..train import TrainingDiverged, run
+    from .reuse import replay, trial_key
 
     study = params["_study"]
+    reused = study.get("reuse", {}).get(trial_key(params.get("variant", "trial"), params.get("seed", 0)))
+    if reused:
+        replay(reused, tune.report)
+        return
     os.environ["DDRM_CACHE_DIR"] = study["cache_dir"]
     torch.set_num_threads(trial_threads(study))
     config = trial_config(params)

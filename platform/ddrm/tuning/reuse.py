@@ -1,0 +1,107 @@
+"""Reuse finished trials instead of retraining them (``ddrm ablate --reuse-from URI``).
+
+The paper's experiments share rows: the released-settings DDRM run of a seed is the reference of Table 3,
+Fig. 4 and Fig. 5 alike. A trial whose *complete* flat config (every key MLflow logs as a param: data,
+backend, DDRM, training, seed, threads) equals that of a FINISHED trial run in a given tracking store is
+not trained again: the trainable replays that run's logged metrics (per-epoch validation curve, best and
+test metrics, diagnostics) through ``tune.report``, so the new study's child run, summary table and
+``ddrm report`` treat it like any other trial; the child run is tagged ``reused_from = <uri>#<run_id>``.
+Any difference in any key (a seed, a thread count, a code default logged as a param) means no match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Config
+from ..errors import ConfigError
+
+PARAM_LIMIT = 6000  # MLflow's param value length limit; params are logged truncated to it
+REUSE_TAG = "reused_from"
+
+
+def flat_params(config: Config) -> dict[str, str]:
+    """The params a trial run logs: the flat config, values as (truncated) strings."""
+    return {k: str(v)[:PARAM_LIMIT] for k, v in config.to_flat_dict().items()}
+
+
+def check_source(uri: str) -> str:
+    """``uri`` resolved; a sqlite store that does not exist is one ConfigError (MLflow would create it)."""
+    from pathlib import Path
+
+    from ..tracking import resolve_tracking_uri
+
+    resolved = resolve_tracking_uri(uri)
+    if resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"--reuse-from {uri}: no such MLflow database file; expected the tracking URI of an "
+                          f"existing store, e.g. sqlite:///runs/table3.db")
+    return resolved
+
+
+def trial_key(variant: str, seed: int) -> str:
+    """How a study's trial is named in ``_study["reuse"]``."""
+    return f"{variant}|{int(seed)}"
+
+
+def finished_trial_runs(uri: str) -> dict[frozenset, Any]:
+    """``{frozenset(params.items()): run}`` over every FINISHED trial run of every experiment in ``uri``
+    (the most recent run where several share a config)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    found: dict[frozenset, Any] = {}
+    if not experiment_ids:
+        return found
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, "tags.role = 'trial' and attributes.status = 'FINISHED'",
+                                  max_results=1000, page_token=token)
+        for run in page:
+            key = frozenset(run.data.params.items())
+            if key not in found or run.info.start_time > found[key].info.start_time:
+                found[key] = run
+        token = page.token
+        if not token:
+            return found
+
+
+def replay_record(uri: str, run) -> dict[str, Any]:
+    """What the trainable reports for a reused run: ``history`` (one dict per logged epoch: ``epoch``,
+    ``loss``, validation metrics without the ``valid_`` prefix) and ``final`` (best/test/diagnostic metrics,
+    the validation metrics of the selected epoch, ``done``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    per_step: dict[int, dict[str, float]] = {}
+    for key in run.data.metrics:
+        if key in ("epoch", "loss") or key.startswith("valid_"):
+            name = key[len("valid_"):] if key.startswith("valid_") else key
+            for point in client.get_metric_history(run.info.run_id, key):
+                per_step.setdefault(int(point.step), {})[name] = float(point.value)
+    history = [{"epoch": step, **values} for step, values in sorted(per_step.items())]
+    final_keys = ("test_", "best_", "diag_")
+    final = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(final_keys)}
+    final.update({k[len("best_"):]: v for k, v in final.items() if k.startswith("best_") and k != "best_epoch"})
+    final.update({"epoch": history[-1]["epoch"] if history else 0, "done": True})
+    return {"source": f"{uri}#{run.info.run_id}", "history": history, "final": final}
+
+
+def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str]) -> dict[str, dict[str, Any]]:
+    """``{trial_key(variant, seed): replay record}`` for each trial whose flat config matches a FINISHED trial
+    run in one of ``uris`` (searched in order)."""
+    wanted = {trial_key(v, s): frozenset(flat_params(c).items()) for v, s, c in trials}
+    reuse: dict[str, dict[str, Any]] = {}
+    for uri in uris:
+        runs = finished_trial_runs(uri)
+        for key, params in wanted.items():
+            if key not in reuse and params in runs:
+                reuse[key] = replay_record(uri, runs[params])
+    return reuse
+
+
+def replay(record: dict[str, Any], report) -> None:
+    """Report a reused run's epochs and final result through ``report`` (``tune.report``)."""
+    for metrics in record["history"]:
+        report(dict(metrics))
+    report(dict(record["final"]))
