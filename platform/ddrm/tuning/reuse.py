@@ -2,11 +2,12 @@
 
 The paper's experiments share rows: the released-settings DDRM run of a seed is the reference of Table 3,
 Fig. 4 and Fig. 5 alike. A trial whose *complete* flat config (every key MLflow logs as a param: data,
-backend, DDRM, training, seed, threads) equals that of a FINISHED trial run in a given tracking store is
+backend, DDRM, training, seed) equals that of a FINISHED trial run in a given tracking store is
 not trained again: the trainable replays that run's logged metrics (per-epoch validation curve, best and
 test metrics, diagnostics) through ``tune.report``, so the new study's child run, summary table and
 ``ddrm report`` treat it like any other trial; the child run is tagged ``reused_from = <uri>#<run_id>``.
-Any difference in any key (a seed, a thread count, a code default logged as a param) means no match.
+Any difference in any key (a seed, a code default logged as a param) means no match. The CPU share Ray gives
+a trial is a resource, not a config key, so it is not compared (it changes results only by float rounding).
 """
 
 from __future__ import annotations
