@@ -84,16 +84,18 @@ def saving_callback(path: Path):
 
 
 def merged_rows(path: str, seeds: list[int], rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """``rows`` (this run's seeds) plus the runs of *other* seeds already in the JSON at ``path``.
+    """``rows`` (this run's variants and seeds) plus every other run already in the JSON at ``path``: other
+    seeds of this run's variants, and all seeds of variants this run does not list.
 
-    Read at every write, so processes running disjoint ``--seeds`` with ``--resume`` fill one file.
+    Read at every write, so processes running disjoint ``--seeds`` (or ``--variant`` lists) with ``--resume``
+    fill one file.
     """
     target = Path(path)
     previous = json.loads(target.read_text())["rows"] if target.is_file() else {}
     names = list(previous) + [name for name in rows if name not in previous]
     merged = {}
     for name in names:
-        others = [r for r in previous.get(name, []) if r["seed"] not in seeds]
+        others = [r for r in previous.get(name, []) if name not in rows or r["seed"] not in seeds]
         merged[name] = sorted(others + rows.get(name, []), key=lambda r: r["seed"])
     return merged
 

@@ -85,6 +85,23 @@ def test_resuming_with_other_seeds_keeps_the_runs_already_in_the_json(tiny):
     assert json.loads((tiny / "out.json").read_text())["seeds"] == [1]
 
 
+def test_resuming_with_fewer_variants_keeps_the_other_variants_runs(tiny):
+    module = seed_table()
+    two = args(tiny, "--variant", "MF2=backend.name=mf,backend.lr=0.02")
+    assert module.main(two) == 0
+    before = json.loads((tiny / "out.json").read_text())["rows"]
+    # rerun one variant of seed 0 (its entry removed, e.g. after a code change): the other variant's seed 0 stays
+    saved = json.loads((tiny / "out.json").read_text())
+    saved["rows"]["MF2"] = []
+    (tiny / "out.json").write_text(json.dumps(saved))
+    one = [a for a in args(tiny, "--resume") if a != "MF=backend.name=mf"]
+    one[one.index("--variant") + 1:one.index("--variant") + 1] = ["MF2=backend.name=mf,backend.lr=0.02"]
+    assert module.main(one) == 0
+    after = json.loads((tiny / "out.json").read_text())["rows"]
+    assert after["MF"] == before["MF"] and [r["seed"] for r in after["MF2"]] == [0]
+    assert after["MF2"][0]["test"] == before["MF2"][0]["test"]
+
+
 def test_a_bad_variant_is_one_clear_error_before_anything_runs(tiny, capsys):
     bad = args(tiny, "--variant", "K (= the backend's)=ddrm.propagation_layers=2")  # '=' inside the name
     with pytest.raises(SystemExit):
