@@ -230,13 +230,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import collect_runs, write_plots, write_tables
-    from .tracking import resolve_tracking_uri
+    from .tracking import resolve_tracking_uri, sqlite_store_missing
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if bool(args.target) == bool(args.experiment):
         raise DDRMError("ddrm report: give one experiment name or parent run id (positional or --experiment)")
     args.target = args.target or args.experiment
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    if sqlite_store_missing(uri):
         raise DDRMError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
     frame, facts = collect_runs(uri, args.target)
     reference = args.reference or facts["tags"].get("reference") or None

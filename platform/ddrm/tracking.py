@@ -33,6 +33,22 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def sqlite_store_missing(uri: str) -> bool:
+    """True for a ``sqlite:///`` URI whose file does not exist (opening it would create an empty store)."""
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
+
+
+def search_all_runs(client, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """Every run matching ``filter_string`` (MLflow pages results; this follows the pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def get_or_create_experiment(uri: str, name: str) -> str:
     client = _client(uri)
     experiment = client.get_experiment_by_name(name)

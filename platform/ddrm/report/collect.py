@@ -13,24 +13,9 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DDRMError
+from ..tracking import _client, search_all_runs
 
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
-
-
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def _search_all(client, experiment_ids: list[str], filter_string: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def resolve_target(uri: str, target: str) -> tuple[list[str], str | None, dict[str, str]]:
@@ -38,7 +23,7 @@ def resolve_target(uri: str, target: str) -> tuple[list[str], str | None, dict[s
     client = _client(uri)
     experiment = client.get_experiment_by_name(target)
     if experiment is not None:
-        parents = _search_all(client, [experiment.experiment_id], "tags.role = 'study'")
+        parents = search_all_runs(client, [experiment.experiment_id], "tags.role = 'study'")
         tags = dict(max(parents, key=lambda r: r.info.start_time).data.tags) if parents else {}
         return [experiment.experiment_id], None, tags
     try:
@@ -55,7 +40,7 @@ def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     client = _client(uri)
     experiment_ids, parent, tags = resolve_target(uri, target)
     query = "tags.role = 'trial'" + (f" and tags.parent_run = '{parent}'" if parent else "")
-    runs = _search_all(client, experiment_ids, query)
+    runs = search_all_runs(client, experiment_ids, query)
     rows, failed = [], 0
     for run in runs:
         if run.info.status != "FINISHED":

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ConfigError
+from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
 
 PARAM_LIMIT = 6000  # MLflow's param value length limit; params are logged truncated to it
 REUSE_TAG = "reused_from"
@@ -28,12 +29,8 @@ def flat_params(config: Config) -> dict[str, str]:
 
 def check_source(uri: str) -> str:
     """``uri`` resolved; a sqlite store that does not exist is one ConfigError (MLflow would create it)."""
-    from pathlib import Path
-
-    from ..tracking import resolve_tracking_uri
-
     resolved = resolve_tracking_uri(uri)
-    if resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///"):]).is_file():
+    if sqlite_store_missing(resolved):
         raise ConfigError(f"--reuse-from {uri}: no such MLflow database file; expected the tracking URI of an "
                           f"existing store, e.g. sqlite:///runs/table3.db")
     return resolved
@@ -47,33 +44,23 @@ def trial_key(variant: str, seed: int) -> str:
 def finished_trial_runs(uri: str) -> dict[frozenset, Any]:
     """``{frozenset(params.items()): run}`` over every FINISHED trial run of every experiment in ``uri``
     (the most recent run where several share a config)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+    client = _client(uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     found: dict[frozenset, Any] = {}
-    if not experiment_ids:
-        return found
-    token = None
-    while True:
-        page = client.search_runs(experiment_ids, "tags.role = 'trial' and attributes.status = 'FINISHED'",
-                                  max_results=1000, page_token=token)
-        for run in page:
-            key = frozenset(run.data.params.items())
-            if key not in found or run.info.start_time > found[key].info.start_time:
-                found[key] = run
-        token = page.token
-        if not token:
-            return found
+    runs = search_all_runs(client, experiment_ids,
+                           "tags.role = 'trial' and attributes.status = 'FINISHED'") if experiment_ids else []
+    for run in runs:
+        key = frozenset(run.data.params.items())
+        if key not in found or run.info.start_time > found[key].info.start_time:
+            found[key] = run
+    return found
 
 
 def replay_record(uri: str, run) -> dict[str, Any]:
     """What the trainable reports for a reused run: ``history`` (one dict per logged epoch: ``epoch``,
     ``loss``, validation metrics without the ``valid_`` prefix) and ``final`` (best/test/diagnostic metrics,
     the validation metrics of the selected epoch, ``done``)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+    client = _client(uri)
     per_step: dict[int, dict[str, float]] = {}
     for key in run.data.metrics:
         if key in ("epoch", "loss") or key.startswith("valid_"):
