@@ -90,10 +90,38 @@ def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study
         return _orig_fit(*args, **kwargs)
 
     monkeypatch.setattr("ddrm.train.fit_backend", fit_and_record_threads)
+    monkeypatch.setattr("ddrm.tuning.runner._ray_up", lambda: False)  # in the driver, where the patch applies
     before = torch.get_num_threads()
     assert pretrain_backends([config, config.replace({"seed": 1}), config], ctx, threads=1) == 2
     assert seen == [1, 1] and torch.get_num_threads() == before
     assert pretrain_backends([config], ctx, threads=1) == 0  # cached now
+    assert seen == [1, 1]  # a cached backend is not even loaded
+
+
+def test_pretraining_runs_shared_backends_as_parallel_ray_tasks_and_skips_the_rest(ray_local, study_dirs,
+                                                                                  monkeypatch, tmp_path):
+    from ddrm import cache
+    from ddrm.train import backend_cache_key, load_dataset
+
+    monkeypatch.setenv("DDRM_CACHE_DIR", str(tmp_path / "cache"))
+    ctx = _context(study_dirs["storage"], study_dirs["data_dir"], study_dirs["tracking_uri"])
+    base = config_from_dict({"data": {"name": "tiny"}, "train": {"epochs": 1, "batch_size": 64}})
+    shared = [base, base.replace({"seed": 1})]
+    single = base.replace({"seed": 2})  # one trial only: trained inside that trial
+    standalone = base.replace({"model.name": "multivae"})  # trains no backend at all
+    configs = shared * 2 + [single, standalone, standalone]
+
+    def not_in_the_driver(*args, **kwargs):
+        raise AssertionError("trained in the driver, not in a Ray task")
+
+    monkeypatch.setattr("ddrm.train.fit_backend", not_in_the_driver)  # Ray workers import their own copy
+    assert pretrain_backends(configs, ctx, threads=1, min_uses=2) == 2
+    data = load_dataset(base, study_dirs["data_dir"])
+    keys = {c.seed: backend_cache_key(c, data) for c in shared + [single]}
+    assert cache.has_entry(keys[0], ctx.cache_dir) and cache.has_entry(keys[1], ctx.cache_dir)
+    assert not cache.has_entry(keys[2], ctx.cache_dir)
+    assert len(list((tmp_path / "cache" / "backends").iterdir())) == 2  # nothing for the standalone model
+    assert pretrain_backends(configs, ctx, threads=1, min_uses=2) == 0
 
 
 def test_trial_threads_follow_the_cpus_ray_assigns(ray_local):

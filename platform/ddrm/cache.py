@@ -46,6 +46,12 @@ def load_entry(key: str, root: str | os.PathLike | None = None) -> tuple[dict[st
     return state, info
 
 
+def has_entry(key: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether a complete entry exists (entries appear atomically, so both files or neither)."""
+    folder = cache_root(root) / "backends" / key
+    return (folder / "info.json").is_file() and (folder / "state.pt").is_file()
+
+
 def save_entry(key: str, state: dict[str, torch.Tensor], info: dict, root: str | os.PathLike | None = None) -> Path:
     """Write atomically (temp folder + rename); an existing entry wins a race."""
     base = cache_root(root) / "backends"

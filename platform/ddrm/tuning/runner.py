@@ -1,7 +1,7 @@
 """Drive studies on Ray Tune: ``run_search`` (``ddrm tune``) and ``run_ablation`` (``ddrm ablate``).
 
-Before any trial starts, the driver trains every distinct backend the trials need (once, into the
-shared backend cache), opens the MLflow parent run and then hands the trials to Tune. Locally Ray is
+Before any trial starts, the driver trains every backend that several trials share (once, into the
+shared backend cache, as parallel Ray tasks), opens the MLflow parent run and then hands the trials to Tune. Locally Ray is
 started with the machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it joins the cluster.
 """
 
@@ -84,52 +84,77 @@ def decode(params: dict[str, Any], encoded: list[str]) -> dict[str, Any]:
     return {k: (yaml.safe_load(v) if k in encoded and isinstance(v, str) else v) for k, v in params.items()}
 
 
-def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | None = None) -> int:
+def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | None = None,
+                      min_uses: int = 1) -> int:
     """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new.
 
-    ``threads``: torch threads for this driver-side training (a trial's CPU share), else torch's default.
+    Skipped: standalone models (they train no backend), reference checkpoints, backends already cached, and
+    backends fewer than ``min_uses`` of ``configs`` need (an ablation passes 2: a backend only one trial uses
+    is trained inside that trial, in parallel with the others, and reports its own per-epoch curve).
+    ``threads``: torch threads per training (a trial's CPU share). With Ray up and several backends to
+    train, each is a Ray task holding ``threads`` CPUs, so they run side by side on the study's CPUs.
     """
     import torch
 
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _pretrain(configs, ctx)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _pretrain(configs: list[Config], ctx: StudyContext) -> int:
-    import torch
-
+    from .. import cache
     from .. import train as training
 
     os.environ["DDRM_CACHE_DIR"] = str(ctx.cache_dir)
     datasets: dict[Any, Any] = {}  # DataConfig -> its loaded split: one load per distinct split, not per trial
-    seen: set[str] = set()
-    trained = 0
+    first: dict[str, Config] = {}
+    uses: dict[str, int] = {}
     for config in configs:
-        ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
-        if config.backend.checkpoint:
+        if config.model.name or config.backend.checkpoint:
             continue
+        ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
         if config.data not in datasets:
             datasets[config.data] = training.load_dataset(config, ctx.data_dir)
-        data = datasets[config.data]
-        key = training.backend_cache_key(config, data)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            _, result = training.fit_backend(config, data, torch.device("cpu"), progress=False)
-        except training.TrainingDiverged as exc:  # the trials that need it will fail on their own
-            print(f"warning: pretraining backend {config.backend.name} seed {config.seed} failed: {exc}", flush=True)
-            continue
-        if not result.from_cache:
-            trained += 1
-            print(f"pretrained backend {config.backend.name} seed {config.seed}: valid recall_at_20 "
-                  f"{result.valid.get('recall_at_20', float('nan')):.4f} ({result.seconds:.0f}s)", flush=True)
+        key = training.backend_cache_key(config, datasets[config.data])
+        first.setdefault(key, config)
+        uses[key] = uses.get(key, 0) + 1
+    todo = [c for k, c in first.items() if uses[k] >= min_uses and not cache.has_entry(k, ctx.cache_dir)]
+    if len(todo) > 1 and _ray_up():
+        import ray
+
+        task = ray.remote(num_cpus=max(1, threads or 1), max_retries=0)(_pretrain_one)
+        outcomes = ray.get([task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads) for c in todo])
+    else:
+        outcomes = [_pretrain_one(c, str(ctx.data_dir), str(ctx.cache_dir), threads, datasets[c.data])
+                    for c in todo]
+    trained = 0
+    for config, (message, ok) in zip(todo, outcomes):
+        print(f"{'pretrained' if ok else 'warning: pretraining'} backend {config.backend.name} seed "
+              f"{config.seed}{'' if ok else ' failed'}: {message}", flush=True)
+        trained += ok
     return trained
+
+
+def _ray_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | None,
+                  data: Any = None) -> tuple[str, bool]:
+    """Train one backend into the cache (a Ray task or in the driver); ``(message, trained)``."""
+    import torch
+
+    from .. import train as training
+
+    os.environ["DDRM_CACHE_DIR"] = cache_dir
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        data = data if data is not None else training.load_dataset(config, data_dir)
+        _, result = training.fit_backend(config, data, torch.device("cpu"), progress=False)
+    except training.TrainingDiverged as exc:  # the trials that need it will fail on their own
+        return str(exc), False
+    finally:
+        torch.set_num_threads(previous_threads)
+    return (f"valid recall_at_20 {result.valid.get('recall_at_20', float('nan')):.4f} ({result.seconds:.0f}s)",
+            not result.from_cache)
 
 
 def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> str:
@@ -307,7 +332,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
               f"{', '.join(reuse_from)}" + "".join(f"\n  {k} <- {r['source']}" for k, r in study["reuse"].items()),
               flush=True)
         configs = [c for (v, s), c in zip(spec.trials, configs) if trial_key(v, s) not in study["reuse"]]
-    pretrain_backends(configs, ctx, threads=study["threads"])
+    pretrain_backends(configs, ctx, threads=study["threads"], min_uses=2)
     if crash_once_marker:
         study["crash_once_marker"] = crash_once_marker
     params = {"_study": study,
