@@ -143,3 +143,18 @@ def test_sweep_series_with_identical_points_are_drawn_as_one_line():
                              ("empty", series([None, None]))], "m")
     assert [names for names, _ in lines] == [["backend", "ddrm"], ["mean"], ["shifted"]]
     assert lines[1][1]["mean"].tolist() == [0.90, 0.91]
+
+
+def test_the_reference_row_leads_each_model_even_when_its_runs_came_later():
+    from ddrm.report import reference_first
+
+    # a second study added `alone` after `tce` and `rce` had been run (first-seen order: tce, rce, alone, deca)
+    frame = pd.DataFrame({"model": ["lgn", "lgn", "sgl", "lgn", "sgl", "lgn"],
+                          "variant": ["tce", "rce", "tce", "alone", "alone", "deca"],
+                          "seed": [0, 0, 0, 0, 0, 0], "test_recall_at_20": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    ordered = reference_first(frame, "alone")
+    assert list(zip(ordered["model"], ordered["variant"])) == [
+        ("lgn", "alone"), ("lgn", "tce"), ("lgn", "rce"), ("lgn", "deca"), ("sgl", "alone"), ("sgl", "tce")]
+    assert sorted(ordered["test_recall_at_20"]) == sorted(frame["test_recall_at_20"])  # rows kept whole
+    assert list(summarize(ordered, "alone")["variant"][:2]) == ["alone", "tce"]
+    assert reference_first(frame, None).equals(frame)

@@ -229,7 +229,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import collect_runs, write_plots, write_tables
+    from .report import collect_runs, reference_first, write_plots, write_tables
     from .tracking import resolve_tracking_uri, sqlite_store_missing
 
     uri = resolve_tracking_uri(args.tracking_uri)
@@ -244,6 +244,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise DDRMError(f"--reference '{reference}' is not a variant of '{args.target}'; variants: "
                         f"{sorted(set(frame['variant']))}")
     out = Path(args.out) if args.out else Path("reports") / args.target
+    frame = reference_first(frame, reference)
     text = write_tables(frame, out, reference, args.alpha, title=f"{args.target} ({uri})")
     plots = write_plots(frame, out)
     print(text)

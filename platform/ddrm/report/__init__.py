@@ -2,6 +2,6 @@
 
 from .collect import collect_runs
 from .plots import write_plots
-from .table import summarize, write_tables
+from .table import reference_first, summarize, write_tables
 
-__all__ = ["collect_runs", "summarize", "write_tables", "write_plots"]
+__all__ = ["collect_runs", "reference_first", "summarize", "write_tables", "write_plots"]

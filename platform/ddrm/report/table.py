@@ -34,6 +34,18 @@ def paired_p_value(row: pd.DataFrame, reference: pd.DataFrame, metric: str) -> f
     return float(ttest_rel(paired[metric], paired[f"{metric}_ref"]).pvalue)
 
 
+def reference_first(frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+    """Rows reordered so each model's ``reference`` variant comes first; models and the other variants keep
+    their first-seen order (rows added by a later study land after the reference row, not before it)."""
+    if not reference or frame.empty:
+        return frame
+    model_rank = {m: i for i, m in enumerate(dict.fromkeys(frame["model"]))}
+    keys = pd.DataFrame({"model": frame["model"].map(model_rank), "other": frame["variant"] != reference},
+                        index=frame.index)
+    order = keys.sort_values(["model", "other"], kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
+
+
 def summarize(frame: pd.DataFrame, reference: str | None = None,
               metrics: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
     """One row per (model, variant) in first-seen order: ``n_seeds``, ``seeds``, ``<m>_mean/_std/_p``."""
