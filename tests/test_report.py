@@ -158,3 +158,12 @@ def test_the_reference_row_leads_each_model_even_when_its_runs_came_later():
     assert sorted(ordered["test_recall_at_20"]) == sorted(frame["test_recall_at_20"])  # rows kept whole
     assert list(summarize(ordered, "alone")["variant"][:2]) == ["alone", "tce"]
     assert reference_first(frame, None).equals(frame)
+
+
+def test_a_setting_that_differs_only_between_models_is_not_plotted_as_a_sweep():
+    from ddrm.report.plots import swept_numeric
+
+    frame = pd.DataFrame({"model": ["lgn", "lgn", "sgl", "sgl"], "variant": ["a", "b", "a", "b"],
+                          "param.ddrm.noise_scale": ["0.01", "0.01", "0.001", "0.001"],  # per model
+                          "param.data.noise_ratio": ["0.0", "0.2", "0.0", "0.0"]})  # swept on lgn
+    assert swept_numeric(frame) == ["param.data.noise_ratio"]

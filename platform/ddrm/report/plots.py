@@ -37,12 +37,16 @@ def varying_params(frame: pd.DataFrame) -> list[str]:
 
 
 def swept_numeric(frame: pd.DataFrame) -> list[str]:
-    """Varying keys whose every value is a number (at least two distinct numbers)."""
+    """Varying keys whose every value is a number (at least two distinct numbers) and that vary within one
+    model's runs: a per-model setting (SGL's ``ddrm.noise_scale`` beside LightGCN's) is not a sweep."""
     keys = []
     for column in varying_params(frame):
         values = [_as_float(v) for v in frame[column]]
-        if all(v is not None for v in values) and len(set(values)) >= 2:
-            keys.append(column)
+        if not (all(v is not None for v in values) and len(set(values)) >= 2):
+            continue
+        if "model" in frame.columns and frame[column].astype(str).groupby(frame["model"]).nunique().max() < 2:
+            continue
+        keys.append(column)
     return keys
 
 
