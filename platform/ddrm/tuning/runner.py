@@ -104,9 +104,9 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     first: dict[str, Config] = {}
     uses: dict[str, int] = {}
     for config in configs:
+        ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
         if config.model.name or config.backend.checkpoint:
             continue
-        ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
         if config.data not in datasets:
             datasets[config.data] = training.load_dataset(config, ctx.data_dir)
         key = training.backend_cache_key(config, datasets[config.data])
