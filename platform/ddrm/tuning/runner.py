@@ -1,8 +1,9 @@
 """Drive studies on Ray Tune: ``run_search`` (``ddrm tune``) and ``run_ablation`` (``ddrm ablate``).
 
 Before any trial starts, the driver trains every backend that several trials share (once, into the
-shared backend cache, as parallel Ray tasks), opens the MLflow parent run and then hands the trials to Tune. Locally Ray is
-started with the machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it joins the cluster.
+shared backend cache, as parallel Ray tasks), opens the MLflow parent run and then hands the trials to
+Tune. Locally Ray is started with the machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it
+joins the cluster.
 """
 
 from __future__ import annotations
@@ -94,8 +95,6 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     ``threads``: torch threads per training (a trial's CPU share). With Ray up and several backends to
     train, each is a Ray task holding ``threads`` CPUs, so they run side by side on the study's CPUs.
     """
-    import torch
-
     from .. import cache
     from .. import train as training
 
