@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             stage = result.ddrm or result.backend
             rows[name].append({"seed": seed, "test": result.test, "valid": result.valid,
                                "best_epoch": stage.best_epoch, "epochs_run": stage.epochs_run,
+                               "stop_reason": stage.stop_reason,
                                "seconds": time.perf_counter() - start, "resumed": resume is not None,
                                "config": config.to_flat_dict()})
             if args.json:

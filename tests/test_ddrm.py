@@ -164,3 +164,18 @@ def test_input_dropout_keeps_the_expectation_and_is_off_in_eval():
     assert abs(float(y.mean()) - 1.0) < 0.01 and torch.unique(y).tolist() == pytest.approx([0.0, 1.0 / 0.7])
     dropout.eval()
     assert torch.equal(dropout(x), x) and torch.equal(InputDropout(0.0)(x), x)
+
+
+def test_time_budget_stops_each_stage_at_its_first_evaluation_past_it(tiny_dataset_dir):
+    unlimited = run(tiny_config(**{"train.epochs": 4, "train.patience": 10}), data_dir=tiny_dataset_dir,
+                    progress=False)
+    assert unlimited.backend.stop_reason == "epochs" and unlimited.backend.epochs_run == 4
+    budget = tiny_config(**{"train.epochs": 4, "train.patience": 10, "train.time_budget_minutes": 1e-9})
+    stopped = run(budget, data_dir=tiny_dataset_dir, progress=False)
+    for stage in (stopped.backend, stopped.ddrm):
+        assert stage.stop_reason == "time_budget" and stage.epochs_run == 1 and len(stage.history) == 1
+    # a budget-stopped backend is not the full run: it never answers for the unlimited config in the cache
+    assert not stopped.backend.from_cache
+    patience = run(tiny_config(**{"train.epochs": 50, "train.patience": 1, "ddrm.epochs": 50}),
+                   data_dir=tiny_dataset_dir, progress=False)
+    assert patience.backend.stop_reason == "patience" and patience.backend.epochs_run < 50

@@ -199,6 +199,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # users per scoring chunk
     threads: int | None = None  # torch threads; None: all cores of this process
     device: str = "auto"  # auto | cpu | cuda
+    time_budget_minutes: float | None = None  # stop a stage at the first evaluation past this wall time
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, "train.epochs", self.epochs, "an integer >= 0")
@@ -208,6 +209,8 @@ class TrainConfig:
         _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _require(self.threads is None or self.threads >= 1, "train.threads", self.threads, "null or an integer >= 1")
         _require(self.device in ("auto", "cpu", "cuda"), "train.device", self.device, "one of ['auto', 'cpu', 'cuda']")
+        _require(self.time_budget_minutes is None or self.time_budget_minutes > 0, "train.time_budget_minutes",
+                 self.time_budget_minutes, "null or a number > 0")
 
 
 @dataclass(frozen=True)

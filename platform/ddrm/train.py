@@ -62,6 +62,7 @@ class StageResult:
     history: list[dict[str, Any]]
     seconds: float
     from_cache: bool = False
+    stop_reason: str = "epochs"  # epochs | patience | time_budget (train.time_budget_minutes)
 
 
 @dataclass
@@ -135,7 +136,9 @@ def fit(
     ``train.batch_size``.
 
     Evaluates validation every ``train.eval_every`` epochs (and once at epoch 0 when ``epochs`` is 0),
-    keeps the state with the best validation Recall@20, restores it and evaluates test there.
+    keeps the state with the best validation Recall@20, restores it and evaluates test there. With
+    ``train.time_budget_minutes`` set, training also stops at the first evaluation past that wall time
+    (``StageResult.stop_reason`` says which rule stopped it).
     ``resume`` is a dict from ``EvalEvent.state()``: training continues after that evaluation with the
     same model, optimiser, early-stopping and random-number state, so a resumed run ends where an
     uninterrupted one would.
@@ -150,7 +153,7 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     track: dict[str, Any] = {"best_score": -math.inf, "best_epoch": 0, "best_state": None, "best_valid": {},
-                             "stale": 0, "history": [], "epoch": 0, "stopped": False}
+                             "stale": 0, "history": [], "epoch": 0, "stopped": False, "stop_reason": "epochs"}
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -177,7 +180,11 @@ def fit(
         elapsed = time.perf_counter() - start
         track["history"] = track["history"] + [{"epoch": epoch, "loss": loss, "seconds": elapsed, **valid}]
         track["epoch"] = epoch
-        track["stopped"] = track["stale"] >= patience or epoch >= epochs
+        over_budget = tc.time_budget_minutes is not None and elapsed >= 60.0 * tc.time_budget_minutes
+        reasons = [name for name, hit in (("epochs", epoch >= epochs), ("patience", track["stale"] >= patience),
+                                          ("time_budget", over_budget)) if hit]
+        track["stopped"] = bool(reasons)
+        track["stop_reason"] = reasons[0] if reasons else track["stop_reason"]
         if callback is not None:
             callback(EvalEvent(stage, epoch, loss, valid, track["best_valid"], elapsed, model, state))
 
@@ -214,7 +221,7 @@ def fit(
     model.eval()
     test = evaluate(model.scorer(), data, "test", batch_size=tc.eval_batch_size, device=device)
     return StageResult(track["best_epoch"], epoch, track["best_valid"], test, track["history"],
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, stop_reason=track.get("stop_reason", "epochs"))
 
 
 DENOISE_KEYS = {"none": (), "tce": ("tce_max_rate", "tce_num_gradual"), "rce": ("rce_beta",),
@@ -236,7 +243,8 @@ def backend_cache_key(config: Config, data: InteractionData) -> str:
         "backend": backend,
         "loop": {"epochs": config.backend.epochs if config.backend.epochs is not None else tc.epochs,
                  "patience": config.backend.patience or tc.patience, "batch_size": tc.batch_size,
-                 "eval_every": tc.eval_every},
+                 "eval_every": tc.eval_every,
+                 **({"time_budget_minutes": tc.time_budget_minutes} if tc.time_budget_minutes is not None else {})},
         "seed": config.seed,
     })
 
@@ -260,7 +268,8 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
         if hit is not None:
             state, info = hit
             backend.load_state_dict(state)
-            result = StageResult(**{**info["result"], "from_cache": True})
+            # entries written before stop_reason existed lack it
+            result = StageResult(**{"stop_reason": "unknown", **info["result"], "from_cache": True})
             return backend, result
     optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
     epochs = config.backend.epochs if config.backend.epochs is not None else config.train.epochs
