@@ -77,7 +77,8 @@ def test_ablation_logs_nested_runs_and_a_correct_table(ray_local, study_dirs, tm
     assert "| full | 2 |" in summary["table"]
 
 
-def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study_dirs, monkeypatch, tmp_path):
+def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study_dirs, monkeypatch, tmp_path,
+                                                                           capsys):
     import torch
 
     monkeypatch.setenv("DDRM_CACHE_DIR", str(tmp_path / "cache"))
@@ -94,6 +95,8 @@ def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study
     before = torch.get_num_threads()
     assert pretrain_backends([config, config.replace({"seed": 1}), config], ctx, threads=1) == 2
     assert seen == [1, 1] and torch.get_num_threads() == before
+    progress = capsys.readouterr().out  # announced up front, then each backend as it finishes
+    assert "pretraining 2 backend(s)" in progress and "(1/2)" in progress and "(2/2)" in progress
     assert pretrain_backends([config], ctx, threads=1) == 0  # cached now
     assert seen == [1, 1]  # a cached backend is not even loaded
 

@@ -112,19 +112,28 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
         first.setdefault(key, config)
         uses[key] = uses.get(key, 0) + 1
     todo = [c for k, c in first.items() if uses[k] >= min_uses and not cache.has_entry(k, ctx.cache_dir)]
+    if todo:
+        print(f"pretraining {len(todo)} backend(s) shared by several trials before the trials start", flush=True)
+    trained = done = 0
+
+    def finished(config: Config, message: str, ok: bool) -> None:
+        nonlocal trained, done
+        trained, done = trained + ok, done + 1
+        print(f"{'pretrained' if ok else 'warning: pretraining'} backend {config.backend.name} seed "
+              f"{config.seed}{'' if ok else ' failed'} ({done}/{len(todo)}): {message}", flush=True)
+
     if len(todo) > 1 and _ray_up():
         import ray
 
         task = ray.remote(num_cpus=max(1, threads or 1), max_retries=0)(_pretrain_one)
-        outcomes = ray.get([task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads) for c in todo])
+        pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads): c for c in todo}
+        while pending:  # report each backend as it finishes, not all at the end
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            finished(pending.pop(ready), *ray.get(ready))
     else:
-        outcomes = [_pretrain_one(c, str(ctx.data_dir), str(ctx.cache_dir), threads, datasets[c.data])
-                    for c in todo]
-    trained = 0
-    for config, (message, ok) in zip(todo, outcomes):
-        print(f"{'pretrained' if ok else 'warning: pretraining'} backend {config.backend.name} seed "
-              f"{config.seed}{'' if ok else ' failed'}: {message}", flush=True)
-        trained += ok
+        for config in todo:
+            finished(config, *_pretrain_one(config, str(ctx.data_dir), str(ctx.cache_dir), threads,
+                                            datasets[config.data]))
     return trained
 
 
