@@ -31,14 +31,14 @@ done
 status=0; for job in $(jobs -p); do wait "$job" || status=1; done
 tail -n 2 "$WORK"/*.log
 [ "$status" -eq 0 ] || { echo "a run failed (its log's end is above); $OUT_JSON not written" >&2; exit 1; }
-python - "$OUT_JSON" "$WORK" <<'PY'
+python - "$OUT_JSON" "$WORK" "$HERE" "${DATASET:-ml-1m_noisy}" <<'PY'
 import glob, json, sys
+sys.path.insert(0, sys.argv[3])
+from seed_table import write_json  # the file format seed_table writes and reads
 rows = {}
 for path in sorted(glob.glob(sys.argv[2] + "/*.json")):
     for name, runs in json.load(open(path))["rows"].items():
         rows.setdefault(name, []).extend(runs)
-rows = {name: sorted(runs, key=lambda r: r["seed"]) for name, runs in rows.items()}
-seeds = sorted({r["seed"] for runs in rows.values() for r in runs})
-json.dump({"dataset": "ml-1m_noisy", "seeds": seeds, "common": [], "rows": rows}, open(sys.argv[1], "w"), indent=2)
+write_json(sys.argv[1], sys.argv[4], [], {name: sorted(runs, key=lambda r: r["seed"]) for name, runs in rows.items()})
 PY
 python "$HERE/seed_table.py" --table-only --json "$OUT_JSON"

@@ -107,8 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         columns.update({"ddrm valid": result.ddrm.valid, "ddrm test": result.ddrm.test})
     print(format_metrics(columns))
     cached = " (backend from cache)" if result.backend.from_cache else ""
-    print(f"{first} best epoch {result.backend.best_epoch}{cached} (stopped: {result.backend.stop_reason})"
-          + (f"; ddrm best epoch {result.ddrm.best_epoch} (stopped: {result.ddrm.stop_reason})" if result.ddrm else ""))
+    ddrm_part = (f"; ddrm best epoch {result.ddrm.best_epoch} (stopped: {result.ddrm.stop_reason})"
+                 if result.ddrm else "")
+    print(f"{first} best epoch {result.backend.best_epoch}{cached} (stopped: {result.backend.stop_reason}){ddrm_part}")
     if result.diagnostics:
         print("denoising diagnostics (injected training pairs): "
               + ", ".join(f"{k} {v:.4f}" for k, v in result.diagnostics.items()))

@@ -181,10 +181,10 @@ def fit(
         track["history"] = track["history"] + [{"epoch": epoch, "loss": loss, "seconds": elapsed, **valid}]
         track["epoch"] = epoch
         over_budget = tc.time_budget_minutes is not None and elapsed >= 60.0 * tc.time_budget_minutes
-        reasons = [name for name, hit in (("epochs", epoch >= epochs), ("patience", track["stale"] >= patience),
-                                          ("time_budget", over_budget)) if hit]
-        track["stopped"] = bool(reasons)
-        track["stop_reason"] = reasons[0] if reasons else track["stop_reason"]
+        rules = (("epochs", epoch >= epochs), ("patience", track["stale"] >= patience), ("time_budget", over_budget))
+        reason = next((name for name, hit in rules if hit), None)
+        track["stopped"] = reason is not None
+        track["stop_reason"] = reason or track["stop_reason"]
         if callback is not None:
             callback(EvalEvent(stage, epoch, loss, valid, track["best_valid"], elapsed, model, state))
 
@@ -221,7 +221,7 @@ def fit(
     model.eval()
     test = evaluate(model.scorer(), data, "test", batch_size=tc.eval_batch_size, device=device)
     return StageResult(track["best_epoch"], epoch, track["best_valid"], test, track["history"],
-                       time.perf_counter() - start, stop_reason=track.get("stop_reason", "epochs"))
+                       time.perf_counter() - start, stop_reason=track["stop_reason"])
 
 
 DENOISE_KEYS = {"none": (), "tce": ("tce_max_rate", "tce_num_gradual"), "rce": ("rce_beta",),
