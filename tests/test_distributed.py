@@ -1,5 +1,9 @@
 """Slow end-to-end tests through real processes: `ray job submit` against a loopback head, and a driver
-killed mid-study that resumes with --resume without duplicating MLflow runs."""
+killed mid-study that resumes with --resume without duplicating MLflow runs.
+
+Every Ray process these tests start lives in a session of their own (``start_new_session``) and a Ray temp
+dir of their own, and is ended by session id — never ``ray stop``, which would end every Ray on the machine.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,10 +58,38 @@ def _trial_runs(uri: str, experiment: str):
     return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "trial"]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _kill_session(session: int, timeout: float = 60) -> None:
+    """SIGKILL every process of ``session`` (a Popen with ``start_new_session``: it and all its descendants,
+    Ray's daemons included, whatever process groups they moved to)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getsid(int(entry.name)) == session:
+                        alive.append(int(entry.name))
+                        os.kill(int(entry.name), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not alive:
+            return
+        time.sleep(0.5)
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["DDRM_CACHE_DIR"] = str(tmp_path / "cache")
     env.pop("RAY_ADDRESS", None)
+    # a Ray temp dir of this test's own (short: socket paths live under it), so `ray start` records its
+    # address there and not in /tmp/ray/ray_current_cluster, where every other Ray on the machine looks
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rdt", dir="/tmp")
     # Ray 2.60 enables token auth on a head as soon as ~/.ray/auth_token exists; use it explicitly, with a
     # token of this test's own, so the head and `ray job submit` agree on a fresh machine too
     env["RAY_AUTH_MODE"] = "token"
@@ -67,12 +101,17 @@ def test_job_submit_to_a_loopback_head(tmp_path):
     spec, data = _prepare(tmp_path, "submitted", epochs=2)
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     env = _env(tmp_path)
-    port, dash = "6391", "8299"
-    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
-                            f"--dashboard-port={dash}", "--include-dashboard=true", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr
+    # free ports, not Ray's defaults: another Ray on the machine may hold 6379 / 8265 / 52365 / 10001 (with the
+    # job agent's port taken, every submit answers "No available agent to submit job")
+    port, dash, agent, client = (_free_port() for _ in range(4))
+    start = subprocess.Popen(
+        [ray_bin, "start", "--head", "--num-cpus=2", f"--port={port}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
+         "--include-dashboard=true", "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
+        _, stderr = start.communicate(timeout=180)
+        assert start.returncode == 0, stderr
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         command = [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(tmp_path),
                    "--", "ddrm", "ablate", str(spec), "--data-dir", str(data), "--storage", str(tmp_path / "results"),
@@ -87,7 +126,8 @@ def test_job_submit_to_a_loopback_head(tmp_path):
         runs = _trial_runs(uri, "submitted")
         assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _kill_session(start.pid)  # the head's daemons and the job's driver and workers
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
@@ -104,15 +144,20 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
             break
         time.sleep(2)
     else:
-        os.killpg(driver.pid, signal.SIGKILL)
+        _kill_session(driver.pid)
         pytest.fail("no trial finished within 10 minutes")
-    os.killpg(driver.pid, signal.SIGKILL)
+    _kill_session(driver.pid)  # the driver and the local Ray it started
     driver.wait()
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True)
     before = _trial_runs(uri, "resumable")
     assert 1 <= len(before) <= 4
-    resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resumed = subprocess.Popen(args + ["--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = resumed.communicate(timeout=900)
+    finally:
+        _kill_session(resumed.pid)  # its Ray's daemons outlive a driver that timed out
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert resumed.returncode == 0, stdout[-3000:] + stderr[-3000:]
     after = _trial_runs(uri, "resumable")
     keys = sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in after)
     assert keys == [("full", "0"), ("full", "1"), ("item_only", "0"), ("item_only", "1")], keys

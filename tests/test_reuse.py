@@ -6,18 +6,21 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from ddrm.codeversion import final_stage, run_tags
 from ddrm.config import config_from_dict
 from ddrm.errors import ConfigError
-from ddrm.tuning.reuse import check_source, find_reusable, flat_params, replay, trial_key
+from ddrm.tuning.reuse import check_source, explain_misses, find_reusable, flat_params, replay, trial_key
 
 CONFIG = {"data": {"name": "tiny"}, "ddrm": {"steps": 4}}
 
 
-def log_trial(uri: str, config, status: str = "FINISHED", valid=(0.1, 0.3, 0.2)) -> str:
-    """A trial run as the study callback writes it: params, per-epoch valid_* and loss, final best/test."""
+def log_trial(uri: str, config, status: str = "FINISHED", valid=(0.1, 0.3, 0.2), code: dict | None = None) -> str:
+    """A trial run as the study callback writes it: params, code tags, per-epoch valid_* and loss, final best/test.
+    ``code``: the code tags to write instead of this checkout's."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("earlier") or client.get_experiment(client.create_experiment("earlier"))
-    run = client.create_run(experiment.experiment_id, tags={"role": "trial", "variant": "full", "seed": "0"})
+    tags = code if code is not None else run_tags(final_stage(config))
+    run = client.create_run(experiment.experiment_id, tags={"role": "trial", "variant": "full", "seed": "0", **tags})
     run_id = run.info.run_id
     params = [Param(k, v) for k, v in flat_params(config).items()]
     metrics = [Metric(name, value, 0, epoch) for epoch, r in enumerate(valid, start=1)
@@ -74,3 +77,18 @@ def test_a_missing_reuse_store_is_one_error_and_is_not_created(tmp_path):
     with pytest.raises(ConfigError, match=r"--reuse-from sqlite:///.*nope.db: no such MLflow database file"):
         check_source(f"sqlite:///{path}")
     assert not path.exists()
+
+
+def test_a_run_from_other_code_is_not_replayed_and_the_miss_is_explained(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'earlier.db'}"
+    config = config_from_dict(CONFIG)
+    log_trial(uri, config, code={"code_fingerprint": "0123456789abcdef"})  # same config, other source
+    log_trial(uri, config.replace({"seed": 1}), code={})  # a run from before fingerprints
+    trials = [("full", 0, config), ("full", 1, config.replace({"seed": 1})),
+              ("x", 0, config.replace({"ddrm.steps": 7}))]
+    found = find_reusable(trials, [uri])
+    assert found == {}
+    why = explain_misses(trials, [uri], found)
+    assert "same config but other code: code_fingerprint 0123456789abcdef" in why[trial_key("full", 0)]
+    assert "predates code fingerprints" in why[trial_key("full", 1)]
+    assert "ddrm.steps (7 here vs 4)" in why[trial_key("x", 0)]

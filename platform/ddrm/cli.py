@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -77,6 +78,18 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _check_writable(folder: Path, flag: str) -> None:
+    """Create ``folder`` and a scratch file in it; a ConfigError naming ``flag`` when that fails."""
+    from .errors import ConfigError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ddrm-write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data.fetch import ensure_dataset
@@ -91,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (
         f"{config.data.name}-{what}-seed{config.seed}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_writable(out, "--out")  # before training, not a traceback after the whole run
     print(f"dataset {data.name}: {data.n_users} users, {data.n_items} items, {len(data.train)} train pairs "
           f"({data.path})", flush=True)
     def report(event) -> None:
@@ -128,10 +142,13 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-trial", type=float,
                    help="CPUs (and torch threads) per trial, replacing the spec's resources.cpu")
     p.add_argument("--max-concurrent", type=int, help="trials running at once, replacing the spec's max_concurrent")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPUs per trial, replacing the spec's resources.gpu; fractions share a GPU (0.125: 8 trials)")
 
 
 def _with_study_flags(spec: SearchSpec | AblationSpec, args: argparse.Namespace) -> SearchSpec | AblationSpec:
-    """``spec`` with ``--cpus-per-trial`` / ``--max-concurrent`` applied (validated like the spec's keys)."""
+    """``spec`` with ``--cpus-per-trial`` / ``--gpus-per-trial`` / ``--max-concurrent`` applied (validated like
+    the spec's keys)."""
     from dataclasses import replace
 
     from .errors import ConfigError
@@ -141,6 +158,10 @@ def _with_study_flags(spec: SearchSpec | AblationSpec, args: argparse.Namespace)
         if not args.cpus_per_trial > 0:
             raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g}: expected a number > 0")
         spec = replace(spec, resources=Resources(float(args.cpus_per_trial), spec.resources.gpu))
+    if getattr(args, "gpus_per_trial", None) is not None:
+        if not args.gpus_per_trial >= 0:
+            raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial:g}: expected a number >= 0 (fractions allowed)")
+        spec = replace(spec, resources=Resources(spec.resources.cpu, float(args.gpus_per_trial)))
     if args.max_concurrent is not None:
         if args.max_concurrent < 1:
             raise ConfigError(f"--max-concurrent {args.max_concurrent}: expected an integer >= 1")
@@ -155,7 +176,34 @@ def _overrides(texts: list[str]) -> dict[str, Any]:
 
 
 def _mlflow_hint(uri: str, experiment: str) -> str:
-    return f"compare the runs: mlflow ui --backend-store-uri {uri}   (experiment '{experiment}')"
+    """How to open the study in MLflow: the ``mlflow ui`` command (a local store) and the URL of the
+    experiment's runs view in the model-training pages (MLflow 3 opens on its GenAI pages otherwise)."""
+    from .tracking import runs_view_url
+
+    url = runs_view_url(uri, experiment)
+    if uri.startswith(("http://", "https://")):
+        return f"compare the runs of '{experiment}' in MLflow: {url or uri}"
+    lines = [f"compare the runs: mlflow ui --backend-store-uri {uri}   (experiment '{experiment}')"]
+    if url:
+        lines.append(f"  then open {url}")
+    return "\n".join(lines)
+
+
+def _report_hint(summary: dict[str, Any]) -> str | None:
+    """Where the study's report went (None when none was written)."""
+    if not summary.get("report"):
+        return None
+    return (f"report (every study in experiment '{summary['experiment']}'; also the parent run's artifacts): "
+            f"{Path(summary['report']) / 'report.html'}")
+
+
+def _check_study_outputs(args: argparse.Namespace) -> None:
+    """Before Ray starts: the tracking URI is one MLflow has a store for (and its server answers), and the
+    Tune storage folder can be written."""
+    from .tracking import check_tracking_server, resolve_tracking_uri
+
+    check_tracking_server(resolve_tracking_uri(args.tracking_uri))
+    _check_writable(Path(args.storage or "ray_results"), "--storage")
 
 
 def _check_datasets(names: set[str], data_dir: str | None) -> None:
@@ -168,6 +216,27 @@ def _check_datasets(names: set[str], data_dir: str | None) -> None:
         load_prepared(name, resolve_data_dir(data_dir))
 
 
+@contextlib.contextmanager
+def _tracking_server_watch(tracking_uri: str | None):
+    """A study that fails while its ``http(s)://`` tracking server does not answer ends in one ``error:`` line
+    naming the server (MLflow's client retries for minutes first); other failures propagate unchanged."""
+    from .tracking import check_tracking_server, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        yield
+    except Exception as exc:
+        if not uri.startswith(("http://", "https://")):
+            raise
+        try:
+            check_tracking_server(uri, timeout=5.0)
+        except DDRMError:
+            raise DDRMError(f"the study stopped: the MLflow tracking server {uri} stopped answering "
+                            f"({type(exc).__name__}); the runs logged so far are kept (RUNNING) — start the server "
+                            f"again and rerun the same command with --resume") from None
+        raise
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning.spec import load_search_spec
 
@@ -176,9 +245,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning.runner import init_ray, run_search
 
     _check_datasets({config_from_dict(spec.base).data.name}, args.data_dir)
+    _check_study_outputs(args)
     init_ray(args.num_cpus)
-    summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
-                         resume=args.resume)
+    with _tracking_server_watch(args.tracking_uri):
+        summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
+                             resume=args.resume)
     print(f"study {spec.name}: {summary['finished']}/{summary['trials']} trials finished, {summary['errored']} errored, "
           f"{summary['epochs_spent']} epochs spent")
     if summary["best"] is None:
@@ -188,6 +259,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for key, value in sorted(summary["best"]["params"].items()):
         print(f"  {key} = {value}")
     print(format_metrics({"best valid": summary["best"]["valid"], "best test": summary["best"]["test"]}))
+    if report := _report_hint(summary):
+        print(report)
     print(_mlflow_hint(summary["tracking_uri"], spec.name))
     return 0
 
@@ -219,18 +292,22 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     _check_datasets({config_from_dict(apply_overrides(spec.base, v)).data.name for v in spec.variants.values()},
                     args.data_dir)
+    _check_study_outputs(args)
     init_ray(args.num_cpus)
-    summary = run_ablation(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
-                           resume=args.resume, reuse_from=args.reuse_from)
+    with _tracking_server_watch(args.tracking_uri):
+        summary = run_ablation(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
+                               resume=args.resume, reuse_from=args.reuse_from)
     print(f"ablation {spec.name}: {summary['finished']}/{summary['trials']} trials finished, "
           f"{summary['errored']} errored; test metrics, mean ± std over seeds:")
     print(summary["table"])
+    if report := _report_hint(summary):
+        print(report)
     print(_mlflow_hint(summary["tracking_uri"], spec.name))
     return 0 if summary["finished"] else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import collect_runs, reference_first, write_plots, write_tables
+    from .report.build import build_report
     from .tracking import resolve_tracking_uri, sqlite_store_missing
 
     uri = resolve_tracking_uri(args.tracking_uri)
@@ -239,19 +316,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     args.target = args.target or args.experiment
     if sqlite_store_missing(uri):
         raise DDRMError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
-    frame, facts = collect_runs(uri, args.target)
-    reference = args.reference or facts["tags"].get("reference") or None
-    if reference and reference not in set(frame["variant"]):
-        raise DDRMError(f"--reference '{reference}' is not a variant of '{args.target}'; variants: "
-                        f"{sorted(set(frame['variant']))}")
     out = Path(args.out) if args.out else Path("reports") / args.target
-    frame = reference_first(frame, reference)
-    text = write_tables(frame, out, reference, args.alpha, title=f"{args.target} ({uri})")
-    plots = write_plots(frame, out)
-    print(text)
-    if facts["failed"]:
-        print(f"({facts['failed']} failed trial(s) not counted)")
-    print(f"wrote {out / 'table.md'}, {out / 'table.csv'}" + "".join(f", {p}" for p in plots))
+    report = build_report(uri, args.target, out, args.reference, args.alpha, html=args.html)
+    print(report.text)
+    if report.facts["failed"]:
+        print(f"({report.facts['failed']} failed trial(s) not counted)")
+    print("wrote " + ", ".join(str(p) for p in report.files))
     return 0
 
 
@@ -263,6 +333,8 @@ def _add_report_parser(subparsers) -> None:
     p.add_argument("--out", help="output folder (default: reports/TARGET)")
     p.add_argument("--reference", help="variant the significance test compares against (default: the spec's)")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the paired t-test (0.01)")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: the tables, plots, per-seed values and configs on one static page")
     p.set_defaults(func=cmd_report)
 
 

@@ -24,6 +24,7 @@ DENOISERS = ("mlp", "transformer")
 INFERENCE_STARTS = ("mean", "noise")
 SAMPLING = ("interaction", "user")
 POOLINGS = ("mean", "normalized_sum")
+PRECISIONS = ("fp32", "bf16")  # train.precision; ddrm.precision implements them
 
 
 MAX_SEED = 2**31  # numpy's legacy seeding takes [0, 2**32); derived seeds add small offsets
@@ -200,6 +201,7 @@ class TrainConfig:
     threads: int | None = None  # torch threads; None: all cores of this process
     device: str = "auto"  # auto | cpu | cuda
     time_budget_minutes: float | None = None  # stop a stage at the first evaluation past this wall time
+    precision: str = "fp32"  # fp32 | bf16: DDRM's denoisers under bf16 autocast; backends stay fp32 (ddrm.precision)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, "train.epochs", self.epochs, "an integer >= 0")
@@ -211,13 +213,14 @@ class TrainConfig:
         _require(self.device in ("auto", "cpu", "cuda"), "train.device", self.device, "one of ['auto', 'cpu', 'cuda']")
         _require(self.time_budget_minutes is None or self.time_budget_minutes > 0, "train.time_budget_minutes",
                  self.time_budget_minutes, "null or a number > 0")
+        _require(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {list(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A standalone baseline (Table 2) trained *instead of* backend + DDRM; ``name: null`` = that path."""
 
-    name: str | None = None  # a registered standalone model: multivae | cdae | diffrec | adagcl
+    name: str | None = None  # a registered standalone model: multivae cdae diffrec adagcl ease itemknn mostpop
     hidden_dims: tuple[int, ...] = (600, 200)  # MultiVAE: items -> 600 -> 200 (latent); CDAE: hidden = last;
     # DiffRec: the denoiser's hidden widths (items + step emb -> hidden... -> items)
     dropout: float = 0.5  # input dropout on the user's interaction vector
@@ -241,6 +244,10 @@ class ModelConfig:
     l0_reg: float = 1e-4  # AdaGCL: weight of the edge gates' expected L0 norm
     gate_temperature: float = 2.0  # AdaGCL: hard-concrete temperature at epoch 1 ...
     gate_temperature_decay: float = 0.98  # ... times this per epoch (floor 0.05)
+    ease_lambda: float = 500.0  # EASE: L2 weight, P = (XᵀX + λI)^-1 (Steck 2019's ML-20M value; tune per dataset)
+    ease_max_items: int = 20000  # EASE: refuse more items (dense items² float64 matrices, 3.2 GB each at 20000)
+    knn_k: int = 400  # ItemKNN: neighbours kept per item (DESIGN §4a's setting)
+    knn_shrink: float = 10.0  # ItemKNN: cosine shrink, x_i·x_j / (|x_i||x_j| + shrink)
     epochs: int | None = None  # None: train.epochs
     patience: int | None = None  # None: train.patience
 
@@ -274,6 +281,10 @@ class ModelConfig:
             _require(getattr(self, key) > 0, f"model.{key}", getattr(self, key), "a float > 0")
         _require(0 < self.gate_temperature_decay <= 1, "model.gate_temperature_decay", self.gate_temperature_decay,
                  "a float in (0, 1]")
+        _require(0 < self.ease_lambda < math.inf, "model.ease_lambda", self.ease_lambda, "a finite float > 0")
+        _require(self.ease_max_items >= 1, "model.ease_max_items", self.ease_max_items, "an integer >= 1")
+        _require(self.knn_k >= 1, "model.knn_k", self.knn_k, "an integer >= 1")
+        _require(0 <= self.knn_shrink < math.inf, "model.knn_shrink", self.knn_shrink, "a finite float >= 0")
         _require(self.epochs is None or self.epochs >= 0, "model.epochs", self.epochs, "null or an integer >= 0")
         _require(self.patience is None or self.patience >= 1, "model.patience", self.patience,
                  "null or an integer >= 1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -19,12 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache
+from .codeversion import stage_fingerprint
 from .backends.base import Backend
 from .config import Config
 from .data.prepared import InteractionData, load_prepared
 from .data.sampling import BPRSampler, UserBatchSampler
 from .diffusion.ddrm import DDRM
 from .evaluation import evaluate
+from .precision import describe as describe_precision, stage_precision, warn_if_emulated
 from .registry import get_backend, get_model
 
 SELECTION_METRIC = "recall_at_20"
@@ -62,7 +65,7 @@ class StageResult:
     history: list[dict[str, Any]]
     seconds: float
     from_cache: bool = False
-    stop_reason: str = "epochs"  # epochs | patience | time_budget (train.time_budget_minutes)
+    stop_reason: str = "epochs"  # epochs | patience | time_budget (train.time_budget_minutes) | closed_form
 
 
 @dataclass
@@ -141,7 +144,8 @@ def fit(
     (``StageResult.stop_reason`` says which rule stopped it).
     ``resume`` is a dict from ``EvalEvent.state()``: training continues after that evaluation with the
     same model, optimiser, early-stopping and random-number state, so a resumed run ends where an
-    uninterrupted one would.
+    uninterrupted one would. ``progress``: a tqdm bar per epoch, drawn only when stderr is a terminal (in a log
+    file or a Ray worker a bar is carriage-return noise; the callback prints a line per evaluation instead).
     """
     tc = config.train
     patience = patience or tc.patience
@@ -200,7 +204,7 @@ def fit(
         total, batches = 0.0, 0
         n_batches = math.ceil(sampler.n_train / batch_size)
         bar = tqdm(sampler.batches(batch_size, device), total=n_batches, desc=f"{stage} epoch {epoch}",
-                   leave=False, disable=not progress, unit="batch")
+                   leave=False, disable=not (progress and sys.stderr.isatty()), unit="batch")  # a log: no \r bars
         for batch in bar:
             if custom_step is not None:  # the model makes its own update(s), e.g. AdaGCL's three per batch
                 loss = custom_step(batch, optimizer)
@@ -246,6 +250,10 @@ def backend_cache_key(config: Config, data: InteractionData) -> str:
                  "eval_every": tc.eval_every,
                  **({"time_budget_minutes": tc.time_budget_minutes} if tc.time_budget_minutes is not None else {})},
         "seed": config.seed,
+        # only when the backend itself trains below fp32 (fp32 keys stay as they were; see ddrm.precision)
+        **({"precision": stage_precision(tc.precision, "backend")}
+           if stage_precision(tc.precision, "backend") != "fp32" else {}),
+        "code": stage_fingerprint("backend"),  # a change to a backend, the sampler or the loop retrains
     })
 
 
@@ -308,7 +316,8 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
         trained = backend
         backend = build_backend(config, data, device)
         backend.load_state_dict(trained.state_dict())
-    model = DDRM(dc, backend, data.csr("train"), seed=config.seed).to(device)
+    model = DDRM(dc, backend, data.csr("train"), seed=config.seed,
+                 precision=stage_precision(config.train.precision, "ddrm")).to(device)
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("backend.")],
                "lr": dc.lr, "weight_decay": dc.weight_decay}]
     if model.backend is not None:
@@ -328,12 +337,31 @@ def fit_model(config: Config, data: InteractionData, device: torch.device, callb
     mc = config.model
     torch.manual_seed(config.seed)
     model = get_model(mc.name)(mc, data.n_users, data.n_items, data.csr("train")).to(device)
+    if not getattr(model, "trainable", True):  # closed form (EASE, ItemKNN, MostPop): fit once, evaluate at epoch 0
+        return model, _fit_closed_form(model, config, data, device, callback)
     optimizer = torch.optim.Adam(model.parameters(), lr=mc.lr, weight_decay=mc.weight_decay)
     epochs = mc.epochs if mc.epochs is not None else config.train.epochs
     result = fit(model, data, optimizer, epochs=epochs, config=config, stage="model", seed=config.seed,
                  device=device, callback=callback, progress=progress, patience=mc.patience,
                  sampling=getattr(model, "sampling", "user"), resume=resume, batch_size=mc.batch_size)
     return model, result
+
+
+def _fit_closed_form(model: torch.nn.Module, config: Config, data: InteractionData, device: torch.device,
+                     callback: Callback | None) -> StageResult:
+    """``model.fit_closed_form()`` once, then validation (the one epoch-0 event, selected) and test; no optimiser.
+    A resumed run simply refits (deterministic), so its snapshot holds only the stage."""
+    start = time.perf_counter()
+    model.fit_closed_form()
+    model.eval()
+    kwargs = {"batch_size": config.train.eval_batch_size, "device": device}
+    valid = evaluate(model.scorer(), data, "valid", **kwargs)
+    elapsed = time.perf_counter() - start
+    if callback is not None:
+        callback(EvalEvent("model", 0, float("nan"), valid, valid, elapsed, model, lambda: {"stage": "model"}))
+    test = evaluate(model.scorer(), data, "test", **kwargs)
+    history = [{"epoch": 0, "loss": float("nan"), "seconds": elapsed, **valid}]
+    return StageResult(0, 0, valid, test, history, time.perf_counter() - start, stop_reason="closed_form")
 
 
 def run(config: Config, data: InteractionData | None = None, data_dir: str | os.PathLike | None = None,
@@ -354,17 +382,19 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
     if config.model.name:
         model, result = fit_model(config, data, device, callback, progress, resume)
         info = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
-                "model": config.model.name}
+                "model": config.model.name, **describe_precision(config.train.precision, device)}
         return RunResult(result.valid, result.test, result, None, config.to_dict(), info,
                          _diagnostics("model", model, config, data, device))
     backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache,
                                           resume if stage == "backend" else None)
     info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
-                            "backend_from_cache": backend_result.from_cache}
+                            "backend_from_cache": backend_result.from_cache,
+                            **describe_precision(config.train.precision, device)}
     diagnostics = _diagnostics("backend", backend, config, data, device)
     if not config.ddrm.enabled:
         return RunResult(backend_result.valid, backend_result.test, backend_result, None, config.to_dict(), info,
                          diagnostics)
+    warn_if_emulated(stage_precision(config.train.precision, "ddrm"), device)  # one line, once per process
     model, ddrm_result = fit_ddrm(config, data, backend, device, callback, progress,
                                   resume if stage == "ddrm" else None)
     info["schedule"] = model.schedule.describe()

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..backends.base import Backend
 from ..config import DDRMConfig
+from ..precision import PRECISIONS, autocast
 from .denoiser import build_denoiser
 from .schedule import NoiseSchedule
 
@@ -31,12 +32,21 @@ class DDRM(nn.Module):
 
     With ``freeze_backend`` the backend's embeddings are computed once and stored as buffers
     (no propagation per batch); otherwise the backend is a submodule fine-tuned jointly.
+
+    ``precision`` (``train.precision``): ``bf16`` runs the denoisers' forward passes (training and every
+    reverse step of inference) under bf16 autocast; their outputs are cast back to fp32, so the losses,
+    the posterior-mean steps and the scores are fp32, and parameters / optimiser state stay fp32
+    (see :mod:`ddrm.precision`).
     """
 
-    def __init__(self, config: DDRMConfig, backend: Backend, train: sp.csr_matrix, seed: int = 0) -> None:
+    def __init__(self, config: DDRMConfig, backend: Backend, train: sp.csr_matrix, seed: int = 0,
+                 precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         self.config = config
         self.seed = seed
+        self.precision = precision
         self.schedule = NoiseSchedule(config.steps, config.noise_min, config.noise_max, config.noise_scale,
                                       config.first_beta)
         dim = backend.config.dim
@@ -75,6 +85,16 @@ class DDRM(nn.Module):
             return None
         return 1.0 - torch.rand(batch, 1, device=device)  # U(0, 1]
 
+    def denoise(self, denoiser: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``denoiser(x_t, t, cond)`` at ``self.precision``, returned as fp32 ``(B, d)``.
+
+        x_t, cond: (B, d) fp32; t: (B,) steps. Under bf16 the denoiser's matmuls run in bf16 (autocast) and
+        its output is cast to fp32 here, so everything downstream (losses, posterior steps, scores) is fp32.
+        """
+        with autocast(self.precision, x_t.device):
+            out = denoiser(x_t, t, cond)
+        return out.float()
+
     def add_training_noise(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_t ~ q(x_t | x_0)`` for training (with ``dynamic_scale``: a random s' per row)."""
         scale = self.training_noise_scale(len(x0), x0.device)
@@ -87,11 +107,11 @@ class DDRM(nn.Module):
         e_u, e_i, e_j = all_users[users], all_items[pos], all_items[neg]
         t = torch.randint(1, cfg.steps + 1, (len(users),), device=e_u.device)
         x_i = self.add_training_noise(e_i, t)
-        hat_i = self.item_denoiser(x_i, t, e_u)
+        hat_i = self.denoise(self.item_denoiser, x_i, t, e_u)  # fp32 (bf16 inside under train.precision bf16)
         mse = (hat_i - e_i).pow(2).mean(-1)
         if self.user_denoiser is not None:
             x_u = self.add_training_noise(e_u, t)
-            hat_u = self.user_denoiser(x_u, t, e_i)
+            hat_u = self.denoise(self.user_denoiser, x_u, t, e_i)
             mse = (mse + (hat_u - e_u).pow(2).mean(-1)) / 2
         else:
             hat_u = e_u
@@ -141,7 +161,7 @@ class DDRM(nn.Module):
             x = self.schedule.add_noise(start_mean, noise, cfg.steps)
         for step in range(reverse_steps, 0, -1):
             t = torch.full((len(users),), step, device=x.device, dtype=torch.long)
-            x = self.schedule.step(self.item_denoiser(x, t, e_u), step, x)
+            x = self.schedule.step(self.denoise(self.item_denoiser, x, t, e_u), step, x)
         return x
 
     @torch.no_grad()

@@ -2,8 +2,10 @@
 
 Columns: ``run_id``, ``parent_run``, ``model``, ``variant``, ``seed``, ``start_time``, every logged metric
 (``test_recall_at_20``, ``diag_ddrm_noise_auc``, ...) and every param prefixed ``param.`` (the flat config,
-``param.ddrm.steps``). Only FINISHED trials count; when the same (model, variant, seed) was run more than
-once (a repeated study in one experiment) the latest run is kept.
+``param.ddrm.steps``) and the provenance tags ``reused_from``, ``code_fingerprint``, ``git_commit``. Only
+FINISHED trials count; when the same (model, variant, seed) was run more than once (a repeated study in one
+experiment) the latest run is kept. In a search (parent run tagged ``kind = tune``) every trial is its own row,
+its variant the run's name (``trial7 steps=30 ...``; a name repeated by a resumed search gets its run id).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from ..errors import DDRMError
 from ..tracking import _client, search_all_runs
 
+RUN_TAGS = ("reused_from", "code_fingerprint", "git_commit")  # provenance columns (empty when a run lacks the tag)
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
 
 
@@ -41,6 +44,7 @@ def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     experiment_ids, parent, tags = resolve_target(uri, target)
     query = "tags.role = 'trial'" + (f" and tags.parent_run = '{parent}'" if parent else "")
     runs = search_all_runs(client, experiment_ids, query)
+    searched = tags.get("kind") == "tune"
     rows, failed = [], 0
     for run in runs:
         if run.info.status != "FINISHED":
@@ -49,13 +53,20 @@ def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         params = run.data.params
         model = run.data.tags.get("model") or next(
             (params[k] for k in MODEL_PARAM_KEYS if params.get(k) not in (None, "", "None")), "model")
+        variant = run.data.tags.get("variant", "trial")
+        if searched:  # every trial of a search is its own row, named as its run ("trial7 steps=30 ...")
+            variant = run.data.tags.get("mlflow.runName") or f"trial-{run.info.run_id[:8]}"
         row = {"run_id": run.info.run_id, "parent_run": run.data.tags.get("parent_run", ""), "model": model,
-               "variant": run.data.tags.get("variant", "trial"), "seed": int(run.data.tags.get("seed", 0)),
-               "start_time": run.info.start_time, **run.data.metrics}
+               "variant": variant, "seed": int(run.data.tags.get("seed", 0)),
+               "start_time": run.info.start_time, **run.data.metrics,
+               **{tag: run.data.tags.get(tag, "") for tag in RUN_TAGS}}
         row.update({f"param.{k}": v for k, v in params.items()})
         rows.append(row)
     if not rows:
         raise DDRMError(f"no finished trial runs under '{target}' in {uri} ({failed} failed)")
     frame = pd.DataFrame(rows).sort_values("start_time", kind="stable")
+    if searched:  # a search resumed by a new Tuner numbers its trials from 0 again: keep the names apart
+        repeated = frame["variant"].duplicated(keep=False)
+        frame.loc[repeated, "variant"] += " [" + frame.loc[repeated, "run_id"].str[:6] + "]"
     frame = frame.drop_duplicates(["model", "variant", "seed"], keep="last").reset_index(drop=True)
     return frame, {"failed": failed, "tags": tags, "parent_run": parent}

@@ -53,8 +53,9 @@ def summarize(frame: pd.DataFrame, reference: str | None = None,
     rows = []
     for (model, variant), group in frame.groupby(["model", "variant"], sort=False):
         ref = frame[(frame["model"] == model) & (frame["variant"] == reference)] if reference else None
+        replayed = group["reused_from"].fillna("").astype(str).ne("") if "reused_from" in group else []
         row = {"model": model, "variant": variant, "n_seeds": len(group),
-               "seeds": " ".join(str(s) for s in sorted(group["seed"]))}
+               "seeds": " ".join(str(s) for s in sorted(group["seed"])), "n_replayed": int(sum(replayed))}
         for metric in metrics:
             values = group[metric].dropna().to_numpy(dtype=float)
             row[f"{metric}_mean"] = values.mean() if len(values) else float("nan")
@@ -82,7 +83,8 @@ def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, a
         if all(np.isnan(row[f"{m}_mean"]) for m in metrics):
             continue  # e.g. diagnostics of a run without known noise
         variant = f"{row['variant']} (reference)" if row["variant"] == reference else row["variant"]
-        lines.append(f"| {row['model']} | {variant} | {row['n_seeds']} | "
+        seeds = f"{row['n_seeds']}" + (f" ({row['n_replayed']} replayed)" if row.get("n_replayed", 0) else "")
+        lines.append(f"| {row['model']} | {variant} | {seeds} | "
                      + " | ".join(_cell(row, m, alpha) for m in metrics) + " |")
     return "\n".join(lines)
 
@@ -97,7 +99,9 @@ def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, a
     parts = [f"# {title}\n" if title else "", "Test metrics, mean ± std over seeds (sample std; a value without "
              "± comes from one seed).",
              (f"`*`: paired t-test over the shared seeds against the `{reference}` row of the same model, "
-              f"p < {alpha:g}." if reference else "No reference variant: no significance test."), "",
+              f"p < {alpha:g}." if reference else "No reference variant: no significance test."),
+             "`(k replayed)`: k of the seeds were replayed by `--reuse-from` from an identical earlier run "
+             "(same config and code fingerprint; runs.csv names the source).", "",
              markdown(summary, metrics, reference, alpha)]
     if diagnostics:
         parts += ["", "Denoising diagnostics on the injected training pairs (see `ddrm.diagnostics`): noise_auc = "

@@ -8,10 +8,14 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
+from ..codeversion import final_stage, run_tags
 from ..tracking import _client, _error_text, _numeric, get_or_create_experiment
 from .reuse import REUSE_TAG, flat_params, trial_key
 from .spec import MODEL_SEPARATOR
 from .trainable import trial_config
+
+
+PLACEMENT_TAGS = ("node_id", "node_ip", "device")  # reported by the trainable with every result
 
 
 class MLflowTrialCallback(Callback):
@@ -38,6 +42,12 @@ class MLflowTrialCallback(Callback):
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         client = self.client
+        resumed = trial.config.get("_study", {}).get("resumed_runs", {}).get(
+            trial_key(str(trial.config.get("variant", "trial")), trial.config.get("seed", 0)))
+        if resumed:  # finished before a resume from the store: the trial replays it, nothing is logged again
+            self.frozen = {*getattr(self, "frozen", set()), resumed}
+            self.runs[trial.trial_id] = resumed
+            return resumed
         found = client.search_runs(
             [self._experiment_id],
             filter_string=f"tags.trial_id = '{trial.trial_id}' and tags.parent_run = '{self.parent_run_id}'",
@@ -53,11 +63,11 @@ class MLflowTrialCallback(Callback):
             model, _, plain = variant.rpartition(MODEL_SEPARATOR)  # "<model>/<variant>" with spec `models`
             tags = {"mlflow.parentRunId": self.parent_run_id, "parent_run": self.parent_run_id,
                     "trial_id": trial.trial_id, "variant": plain, "seed": str(config.seed), "role": "trial",
-                    **({"model": model} if model else {})}
+                    **({"model": model} if model else {}), **run_tags(final_stage(config))}
             reused = trial.config.get("_study", {}).get("reuse", {}).get(trial_key(variant, config.seed))
             if reused:
                 tags[REUSE_TAG] = reused["source"]
-            run_name = f"{variant.replace(MODEL_SEPARATOR, '-')}-seed{config.seed}-{trial.trial_id}"
+            run_name = run_name_for(trial, config)
             run_id = client.create_run(self._experiment_id, run_name=run_name, tags=tags).info.run_id
             params = [Param(k, v) for k, v in flat_params(config).items()]
             client.log_batch(run_id, params=params)
@@ -69,24 +79,90 @@ class MLflowTrialCallback(Callback):
         self.run_for(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         run_id = self.run_for(trial)
+        if run_id in getattr(self, "frozen", ()):
+            return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         metrics = _numeric(result)
         if result.get("done"):
             metrics = {k: v for k, v in metrics.items() if k.startswith(("test_", "best_", "diag_"))}
+            if isinstance(result.get("gpu_max_memory_mb"), (int, float)):
+                metrics["gpu_max_memory_mb"] = float(result["gpu_max_memory_mb"])
         else:
             metrics = {(f"valid_{k}" if k.startswith(("recall_at_", "ndcg_at_")) else k): v
                        for k, v in metrics.items() if not k.startswith("best_")}
-        if metrics:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+            # a trial restarted from an earlier point (its node died before the driver registered a checkpoint)
+            # reports epochs again with the same values: each epoch is logged once
+            last = getattr(self, "last_step", {})
+            if step <= last.get(run_id, -1):
+                metrics = {}
+            self.last_step = {**last, run_id: max(step, last.get(run_id, -1))}
+        # where the trial ran (the trainable reports it; the last node wins after a retry on another node)
+        tags = [RunTag(k, str(result[k])) for k in PLACEMENT_TAGS if result.get(k) is not None]
+        batch = [Metric(k, v, now, step) for k, v in metrics.items()]  # step = epoch: the UI draws learning curves
+        if result.get("done"):
+            batch += curve_metrics(result.get("history"), now)  # a backend the driver pretrained: its curve
+        for start in range(0, max(1, len(batch)), 1000):  # MLflow takes at most 1000 metrics per batch
+            if batch[start:start + 1000] or (tags and not start):
+                self.client.log_batch(run_id, metrics=batch[start:start + 1000], tags=tags if not start else [])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.client.set_terminated(self.run_for(trial), status="FINISHED")
+        run_id = self.run_for(trial)
+        if run_id not in getattr(self, "frozen", ()):
+            self.client.set_terminated(run_id, status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_for(trial)
         self.client.set_tag(run_id, "error", _error_text(trial)[:5000])
         self.client.set_terminated(run_id, status="FAILED")
+
+
+def curve_metrics(history: Any, timestamp: int) -> list:
+    """MLflow metrics (``step`` = epoch) of a stage's per-evaluation ``history`` (``StageResult.history``, or
+    its JSON text), named as live reports are: ``valid_recall_at_20``, ..., ``loss``, ``epoch``."""
+    import json
+
+    from mlflow.entities import Metric
+
+    if isinstance(history, str):
+        try:
+            history = json.loads(history)
+        except ValueError:
+            return []
+    metrics = []
+    for entry in history if isinstance(history, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("epoch"), (int, float)):
+            values = _numeric(entry)
+            metrics += [Metric(f"valid_{k}" if k.startswith(("recall_at_", "ndcg_at_")) else k, v, timestamp,
+                               int(entry["epoch"])) for k, v in values.items()]
+    return metrics
+
+
+def _short_value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value).replace(" ", "")
+
+
+def run_name_for(trial, config) -> str:
+    """A child run's name: ``<model>/<variant>/seed<N>`` for an ablation trial (the model being the spec's
+    ``models`` entry, else ``model.name`` or ``backend.name``); for a search ``trial<N>`` (Tune's trial number,
+    as in its trial folder ``ddrm_trainable_<id>_<N>_...``) and the sampled values that differ from the base
+    config, e.g. ``trial7 steps=30 bpr_weight=0.4``. ``trial``: Tune's Trial (``config``, ``experiment_tag``,
+    ``trial_id``); ``config``: its validated :class:`~ddrm.config.Config`."""
+    from ..config import config_from_dict
+    from .progress import short_key
+
+    params = trial.config
+    if "variant" in params:
+        variant = str(params["variant"])
+        if MODEL_SEPARATOR not in variant:
+            variant = f"{config.model.name or config.backend.name}{MODEL_SEPARATOR}{variant}"
+        return f"{variant}/seed{config.seed}"
+    number = str(getattr(trial, "experiment_tag", "") or "").partition("_")[0]
+    name = f"trial{int(number)}" if number.isdigit() else f"trial-{trial.trial_id}"
+    keys = [k for k in params if not k.startswith("_")]
+    flat, base = config.to_flat_dict(), config_from_dict(params["_study"]["base"]).to_flat_dict()
+    changed = [f"{short_key(k, keys)}={_short_value(flat[k])}" for k in keys if k in flat and flat[k] != base.get(k)]
+    return " ".join([name, *changed])

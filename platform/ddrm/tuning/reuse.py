@@ -6,20 +6,25 @@ backend, DDRM, training, seed) equals that of a FINISHED trial run in a given tr
 not trained again: the trainable replays that run's logged metrics (per-epoch validation curve, best and
 test metrics, diagnostics) through ``tune.report``, so the new study's child run, summary table and
 ``ddrm report`` treat it like any other trial; the child run is tagged ``reused_from = <uri>#<run_id>``.
-Any difference in any key (a seed, a code default logged as a param) means no match. The CPU share Ray gives
-a trial is a resource, not a config key, so it is not compared (it changes results only by float rounding).
+Any difference in any key (a seed, a code default logged as a param) means no match, and so does a different
+``code_fingerprint`` tag (:mod:`ddrm.codeversion`: the source of the trial's stages changed, or the run predates
+fingerprints). :func:`explain_misses` says, for each trial that found no match, what differed in the closest
+run. The CPU share Ray gives a trial is a resource, not a config key, so it is not compared (it changes results
+only by float rounding).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..codeversion import final_stage, stage_fingerprint
 from ..config import Config
 from ..errors import ConfigError
 from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
 
 PARAM_LIMIT = 6000  # MLflow's param value length limit; params are logged truncated to it
 REUSE_TAG = "reused_from"
+FINGERPRINT_TAG = "code_fingerprint"
 
 
 def flat_params(config: Config) -> dict[str, str]:
@@ -75,17 +80,55 @@ def replay_record(uri: str, run) -> dict[str, Any]:
     return {"source": f"{uri}#{run.info.run_id}", "history": history, "final": final}
 
 
+def same_code(run, config: Config) -> bool:
+    """Whether ``run`` was produced by code that computes what this checkout computes for ``config``."""
+    return run.data.tags.get(FINGERPRINT_TAG) == stage_fingerprint(final_stage(config))
+
+
 def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str]) -> dict[str, dict[str, Any]]:
     """``{trial_key(variant, seed): replay record}`` for each trial whose flat config matches a FINISHED trial
-    run in one of ``uris`` (searched in order)."""
-    wanted = {trial_key(v, s): frozenset(flat_params(c).items()) for v, s, c in trials}
+    run in one of ``uris`` (searched in order) that was produced by the same code."""
+    wanted = {trial_key(v, s): (frozenset(flat_params(c).items()), c) for v, s, c in trials}
     reuse: dict[str, dict[str, Any]] = {}
     for uri in uris:
         runs = finished_trial_runs(uri)
-        for key, params in wanted.items():
-            if key not in reuse and params in runs:
+        for key, (params, config) in wanted.items():
+            if key not in reuse and params in runs and same_code(runs[params], config):
                 reuse[key] = replay_record(uri, runs[params])
     return reuse
+
+
+def explain_misses(trials: list[tuple[str, int, Config]], uris: list[str],
+                   reuse: dict[str, Any]) -> dict[str, str]:
+    """``{trial_key: why}`` for each trial not in ``reuse``: the closest FINISHED run (fewest differing params)
+    and what differs — config keys with both values, or the code fingerprint."""
+    runs = [(uri, run) for uri in uris for run in finished_trial_runs(uri).values()]
+    reasons: dict[str, str] = {}
+    for variant, seed, config in trials:
+        key = trial_key(variant, seed)
+        if key in reuse:
+            continue
+        if not runs:
+            reasons[key] = "the store has no FINISHED trial runs"
+            continue
+        params = flat_params(config)
+
+        def differing(run) -> list[str]:
+            logged = run.data.params
+            return sorted(k for k in set(params) | set(logged) if params.get(k) != logged.get(k))
+
+        uri, closest = min(runs, key=lambda pair: len(differing(pair[1])))
+        diff = differing(closest)
+        where = f"closest run {uri}#{closest.info.run_id}"
+        if diff:
+            shown = ", ".join(f"{k} ({params.get(k, 'absent')} here vs {closest.data.params.get(k, 'absent')})"
+                              for k in diff[:4])
+            reasons[key] = f"{where} differs in {len(diff)} config key(s): {shown}" + (", ..." if len(diff) > 4 else "")
+        else:
+            theirs = closest.data.tags.get(FINGERPRINT_TAG) or "none (run predates code fingerprints)"
+            reasons[key] = (f"{where} has the same config but other code: code_fingerprint {theirs} vs "
+                            f"{stage_fingerprint(final_stage(config))} here")
+    return reasons
 
 
 def replay(record: dict[str, Any], report) -> None:

@@ -11,8 +11,11 @@ an earlier identical run's metrics instead of training.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import torch
 
 STATE_FILE = "state.pt"
 FAULT_ENV = "DDRM_TEST_CRASH_ONCE"  # fault injection: marker path; the trial kills its worker once
+HOLD_ENV = "DDRM_TEST_HOLD"  # fault tests: after its epoch-1 checkpoint a trial waits until this file exists
 
 
 def trial_config(params: dict[str, Any]):
@@ -55,6 +59,24 @@ def trial_threads(study: dict[str, Any]) -> int:
     return max(1, int(assigned or study.get("threads", 1)))
 
 
+def trial_placement(device_name: str) -> dict[str, str]:
+    """Where this trial runs, reported with every result (the MLflow callback tags the run with it): Ray's
+    node id (distinct for nodes that share an IP), the node's IP and the torch device (``cpu``, ``cuda:0``)."""
+    import ray
+
+    from ..train import select_device
+
+    device = select_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    placement = {"device": str(device)}
+    if ray.is_initialized():
+        context = ray.get_runtime_context()
+        placement["node_id"] = context.get_node_id()
+        placement["node_ip"] = ray.util.get_node_ip_address()
+    return placement
+
+
 def ddrm_trainable(params: dict[str, Any]) -> None:
     """Train one trial; report validation metrics per evaluation and test metrics at the end."""
     from ray import tune
@@ -62,6 +84,8 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
     from ..train import TrainingDiverged, run
     from .reuse import replay, trial_key
 
+    # Ray Train logs "Checkpoint successfully created at ..." (INFO) per report; the driver would echo every one
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     study = params["_study"]
     reused = study.get("reuse", {}).get(trial_key(params.get("variant", "trial"), params.get("seed", 0)))
     if reused:
@@ -79,14 +103,21 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
             resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
 
     crash_marker = study.get("crash_once_marker") or os.environ.get(FAULT_ENV)
+    hold = os.environ.get(HOLD_ENV)
+    placement = trial_placement(config.train.device)
 
     def report(event) -> None:
         if event.stage != tuned_stage:
             return
-        metrics = {"epoch": event.epoch, "loss": event.loss, **event.valid, **_metrics("best_", event.best_valid)}
+        metrics = {"epoch": event.epoch, "loss": event.loss, **event.valid, **_metrics("best_", event.best_valid),
+                   **placement}
+        if placement["device"].startswith("cuda"):  # per epoch: a trial ASHA stops never sends a final result
+            metrics["gpu_max_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         with tempfile.TemporaryDirectory() as folder:
             torch.save(event.state(), Path(folder) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        while hold and event.epoch == 1 and not Path(hold).exists():
+            time.sleep(0.2)  # a fault test kills this node (or the tracking server) now
         if crash_marker and event.epoch == 1 and not Path(crash_marker).exists():
             Path(crash_marker).write_text("crashed once")
             os._exit(1)  # simulate a worker dying mid-trial (fault-tolerance test)
@@ -98,5 +129,9 @@ def ddrm_trainable(params: dict[str, Any]) -> None:
     stage = result.ddrm or result.backend
     final = {"epoch": stage.epochs_run, "done": True, **result.valid, **_metrics("best_", result.valid),
              **_metrics("test_", result.test), "best_epoch": stage.best_epoch,
-             **_metrics("diag_", result.diagnostics)}
+             **_metrics("diag_", result.diagnostics), **placement}
+    if placement["device"].startswith("cuda"):
+        final["gpu_max_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if stage.from_cache:  # pretrained by the driver, so no per-epoch report came from here: send its curve along
+        final["history"] = json.dumps(stage.history)  # a string: Tune's TensorBoard logger skips it quietly
     tune.report(final)

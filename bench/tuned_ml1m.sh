@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The searches of the tuned ML-1M comparison (issue 19, DESIGN §4a), each a real `ddrm tune` study into ONE
+# tracking store that is committed: docs/results/tuned_ml1m/mlruns.db. Every call resumes: a search whose Tune
+# folder is gone (a new machine) continues from the store, never training a finished trial twice.
+# After each search its report (table, runs.csv, best_config.yaml) is rewritten under docs/results/tuned_ml1m/.
+#
+#   bash bench/tuned_ml1m.sh ../shared/datasets ease_ml1m itemknn_ml1m mf_ml1m_ddrm ...   # named searches
+#   bash bench/tuned_ml1m.sh ../shared/datasets                                           # all, in order
+#
+# Two 1-CPU trials at a time (the machine's 2 cores). Order: the cheap baselines, then the backends (their best
+# configs feed the DDRM searches), then the DDRM and loss-side searches, then the standalone models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_DIR=${1:?usage: bench/tuned_ml1m.sh DATA_DIR [SEARCH ...]}
+shift
+OUT=docs/results/tuned_ml1m
+STORE="sqlite:///$OUT/mlruns.db"
+mkdir -p "$OUT"
+SEARCHES=("$@")
+if [ ${#SEARCHES[@]} -eq 0 ]; then
+  SEARCHES=(ease_ml1m itemknn_ml1m lightgcn_ml1m_backend sgl_ml1m_backend mf_ml1m_ddrm lightgcn_ml1m_ddrm
+            sgl_ml1m_ddrm mf_ml1m_tce lightgcn_ml1m_tce sgl_ml1m_tce mf_ml1m_rce lightgcn_ml1m_rce sgl_ml1m_rce
+            multivae_ml1m diffrec_ml1m)
+fi
+for name in "${SEARCHES[@]}"; do
+  echo "=== $name ($(date -u +%H:%M:%S))"
+  start=$(date +%s)
+  ddrm tune "search_spaces/$name.yaml" --data-dir "$DATA_DIR" --tracking-uri "$STORE" \
+      --storage ray_results/tuned_ml1m --num-cpus 2 --cpus-per-trial 1 --max-concurrent 2 --resume
+  echo "=== $name took $(( $(date +%s) - start )) s"
+  ddrm report "$name" --tracking-uri "$STORE" --out "$OUT/$name"
+done

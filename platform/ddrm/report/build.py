@@ -1,0 +1,121 @@
+"""One report folder from MLflow runs: what ``ddrm report`` writes, and what every study writes when it ends.
+
+:func:`build_report` collects the trial runs of an experiment (or of one parent run) and writes into one
+folder ``table.md``/``table.csv`` (mean ± std over seeds, paired t-tests), the plots, ``runs.csv`` (one row
+per run), ``best_config.yaml`` (searches) and, on request, ``report.html``. :func:`publish_study` is the end
+of ``ddrm ablate``/``ddrm tune``: it builds the report of the study's experiment into
+``<storage>/<study>/report/``, logs its files as artifacts of the study's parent run together with the
+study's result as parent-run metrics, and stores the runs view that the printed MLflow URL opens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import DDRMError
+from .collect import collect_runs
+from .html import write_html
+from .plots import write_plots
+from .runs import relative_uri, write_best_config, write_runs_csv
+from .table import reference_first, write_tables
+
+PARENT_METRICS = ("test_recall_at_20", "test_ndcg_at_20")  # per (model, variant), mean over seeds
+VIEW_METRICS = ("test_recall_at_20", "test_ndcg_at_20", "best_recall_at_20", "best_epoch")
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote and read."""
+
+    out: Path
+    text: str  # the Markdown of table.md
+    files: list[Path]
+    frame: pd.DataFrame  # one row per run (collect_runs)
+    facts: dict[str, Any]
+    reference: str | None
+    summary: pd.DataFrame  # table.csv: one row per (model, variant)
+
+
+def build_report(uri: str, target: str, out: Path, reference: str | None = None, alpha: float = 0.01,
+                 html: bool = False) -> Report:
+    """Collect ``target``'s runs (an experiment name or a parent run id) and write the report into ``out``.
+
+    ``reference``: the variant the t-tests compare against (default: the study's, when its runs are there, e.g.
+    not after a ``--variants`` study alone). Raises :class:`DDRMError` before writing anything when a given
+    ``reference`` is not a variant of ``target``.
+    """
+    frame, facts = collect_runs(uri, target)
+    variants = set(frame["variant"])
+    if reference and reference not in variants:
+        raise DDRMError(f"--reference '{reference}' is not a variant of '{target}'; variants: {sorted(variants)}")
+    reference = reference or (facts["tags"].get("reference") if facts["tags"].get("reference") in variants else None)
+    frame = reference_first(frame, reference)
+    text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})")
+    plots = write_plots(frame, out)
+    files = [out / "table.md", out / "table.csv", *plots, write_runs_csv(frame, out, uri)]
+    best = write_best_config(frame, out, facts)
+    if best is not None:
+        files.append(best)
+    if html:
+        meta = (f"{len(frame)} finished trial runs of `{target}` in `{relative_uri(uri)}`"
+                + (f"; {facts['failed']} failed trial(s) not counted" if facts["failed"] else ""))
+        files.append(write_html(out, f"Report: {target}", plots, best, meta))
+    return Report(out, text, files, frame, facts, reference, pd.read_csv(out / "table.csv"))
+
+
+def parent_metrics(report: Report, best: dict[str, Any] | None = None,
+                   objective: str = "recall_at_20") -> dict[str, float]:
+    """The study's result as parent-run metrics (see :func:`ddrm.tracking.study_metric_name`).
+
+    An ablation: ``study/<model>.<variant>.test_recall_at_20_mean`` and ``..._ndcg_at_20_mean`` per row of the
+    table (mean over seeds). A search (``best``: the runner's best trial): ``study/best_valid_<objective>``, the
+    best trial's validation objective, and its test metrics ``study/best_trial.test_<metric>``.
+    """
+    from ..tracking import study_metric_name
+
+    if best is not None:
+        metrics = {study_metric_name(f"best_valid_{objective}"): best["valid"].get(objective, float("nan"))}
+        metrics.update({study_metric_name("best_trial", f"test_{k}"): v for k, v in best["test"].items()
+                        if v is not None})
+        return metrics
+    metrics = {}
+    for _, row in report.summary.iterrows():
+        for metric in PARENT_METRICS:
+            if f"{metric}_mean" in row:
+                metrics[study_metric_name(row["model"], row["variant"], f"{metric}_mean")] = row[f"{metric}_mean"]
+    return metrics
+
+
+def study_view(kind: str, frame: pd.DataFrame, searched: list[str] | tuple[str, ...] = (),
+               objective: str = "recall_at_20") -> dict[str, Any]:
+    """The runs view a study opens on: an ablation's child runs grouped by (model,) variant with the mean over
+    seeds on each group's row; a search's trials in one group, best validation objective first, with the
+    searched params as columns and the best value on the group's row."""
+    from ..tracking import study_view_state
+
+    wanted = dict.fromkeys([*VIEW_METRICS[:2], f"best_{objective}", *VIEW_METRICS[2:]])
+    metrics = [m for m in wanted if m in frame.columns]
+    if kind == "tune":
+        return study_view_state(["role"], metrics, list(searched), order_by=f"best_{objective}", aggregate="max")
+    has_models = "model" in frame.columns and frame["model"].nunique() > 1
+    return study_view_state(["model", "variant"] if has_models else ["variant"], metrics)
+
+
+def publish_study(uri: str, experiment: str, parent_run_id: str, out: Path, kind: str,
+                  best: dict[str, Any] | None = None, searched: list[str] | tuple[str, ...] = (),
+                  objective: str = "recall_at_20") -> Report:
+    """End of a study: the report of ``experiment`` (every study in it, as ``ddrm report`` pools them) into
+    ``out``, its files logged as the parent run's artifacts with the study's result as its metrics, and the
+    experiment's runs view (see :func:`ddrm.tracking.runs_view_url`)."""
+    from .. import tracking
+
+    report = build_report(uri, experiment, out, html=True)
+    tracking.log_metrics(uri, parent_run_id, parent_metrics(report, best, objective))
+    tracking.log_artifacts(uri, parent_run_id, report.files)  # this report's files, not others left in ``out``
+    experiment_id = tracking._client(uri).get_run(parent_run_id).info.experiment_id
+    tracking.set_study_view(uri, experiment_id, study_view(kind, report.frame, searched, objective))
+    return report

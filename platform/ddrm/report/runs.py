@@ -1,0 +1,126 @@
+"""Every number traceable: ``runs.csv`` (one row per run) and a search's ``best_config.yaml``.
+
+``runs.csv`` columns: ``model, variant, seed, run_id, tracking_store, git_commit, code_fingerprint, reused_from``,
+then every final metric (``test_*``, ``best_*``, ``diag_*``) and every param (``param.<dotted key>``).
+Paths are written relative to the working directory (the repository when run from its root), never absolute.
+
+``best_config.yaml``: the config of the trial with the highest validation objective (``best_<metric>``, the
+validation metrics of the selected epoch) among trials that finished training, as a nested config that
+``ddrm train --config`` accepts (``data.dir`` left out: pass ``--data-dir``; ``train.threads`` set to the
+study's threads per trial when the trial left it unset, so the rerun rounds floats the same way).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ..config import config_from_dict
+
+ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
+              "reused_from")
+FINAL_PREFIXES = ("test_", "best_", "diag_")
+
+
+def relative_uri(uri: str) -> str:
+    """A ``sqlite:///`` URI or a path made relative to the working directory (other URIs unchanged)."""
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + relative_path(uri[len("sqlite:///"):])
+    return uri
+
+
+def relative_path(path: str) -> str:
+    """``path`` relative to the working directory (``./x`` style without the dot), or unchanged if relative."""
+    return os.path.relpath(path) if os.path.isabs(path) else path
+
+
+def runs_table(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
+    """The ``runs.csv`` frame: id columns, final metrics, params (sorted within each group)."""
+    out = frame.copy()
+    out["tracking_store"] = relative_uri(uri)
+    for column in ID_COLUMNS:
+        if column not in out.columns:
+            out[column] = ""
+    metrics = sorted(c for c in out.columns if c.startswith(FINAL_PREFIXES))
+    params = sorted(c for c in out.columns if c.startswith("param."))
+    if "param.data.dir" in out.columns:
+        out["param.data.dir"] = out["param.data.dir"].map(
+            lambda v: relative_path(v) if isinstance(v, str) and v not in ("", "None") else v)
+    return out[list(ID_COLUMNS) + metrics + params]
+
+
+def write_runs_csv(frame: pd.DataFrame, out: Path, uri: str) -> Path:
+    """Write ``out/runs.csv`` (see the module docstring); returns its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runs.csv"
+    runs_table(frame, uri).to_csv(path, index=False, float_format="%.8g")
+    return path
+
+
+def _param_value(text: Any) -> Any:
+    """A logged param (a string such as ``"None"``, ``"[100, 1000]"``, ``"0.001"``) back to its value."""
+    if not isinstance(text, str):
+        return None if pd.isna(text) else text
+    if text == "None":
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def config_of(row: pd.Series) -> dict[str, Any]:
+    """The nested, validated config of one run row (from its ``param.*`` columns), without ``data.dir``."""
+    nested: dict[str, Any] = {}
+    for column, value in row.items():
+        if not str(column).startswith("param.") or (isinstance(value, float) and pd.isna(value)):
+            continue
+        key = str(column)[len("param."):]
+        if key == "data.dir":
+            continue
+        if "." in key:
+            section, name = key.split(".", 1)
+            nested.setdefault(section, {})[name] = _param_value(value)
+        else:
+            nested[key] = _param_value(value)
+    config = config_from_dict(nested).to_dict()
+    config["data"].pop("dir", None)
+    return config
+
+
+def best_run(frame: pd.DataFrame, metric: str = "recall_at_20") -> pd.Series | None:
+    """The row with the highest ``best_<metric>`` among runs with test metrics (trained to the end)."""
+    objective, test = f"best_{metric}", f"test_{metric}"
+    if objective not in frame.columns or test not in frame.columns:
+        return None
+    done = frame[frame[test].notna() & frame[objective].notna()]
+    if done.empty:
+        return None
+    return done.loc[done[objective].idxmax()]
+
+
+def write_best_config(frame: pd.DataFrame, out: Path, facts: dict[str, Any],
+                      metric: str = "recall_at_20") -> Path | None:
+    """``out/best_config.yaml`` for a search (parent run tagged ``kind = tune``); None for an ablation or when no
+    trial finished training."""
+    searched = facts.get("tags", {}).get("kind") == "tune"
+    if not searched:
+        return None
+    row = best_run(frame, metric)
+    if row is None:
+        return None
+    config = config_of(row)
+    threads = facts.get("tags", {}).get("threads_per_trial")
+    if config["train"]["threads"] is None and threads:  # the trial's torch threads: the same float rounding
+        config["train"]["threads"] = int(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "best_config.yaml"
+    header = (f"# best trial of the search by validation {metric}: run {row['run_id']} "
+              f"(valid {row[f'best_{metric}']:.4f}, test {row[f'test_{metric}']:.4f})\n"
+              f"# rerun: ddrm train --config {path.as_posix()} --data-dir <datasets>\n")
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -1,0 +1,115 @@
+"""A TPE search continues from its tracking store when Tune's folder is gone, never training a finished trial
+twice."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from conftest import make_interactions  # noqa: E402
+from ddrm.data import write_prepared  # noqa: E402
+from ddrm.tuning.runner import run_search  # noqa: E402
+from ddrm.tuning.spec import load_search_spec  # noqa: E402
+
+SPEC = """name: warm
+mode: tpe
+num_samples: {n}
+seeds: [0]
+metric: recall_at_20
+base:
+  data: {{name: tiny}}
+  train: {{epochs: 2, batch_size: 64, patience: 5}}
+  backend: {{lr: 0.01}}
+  ddrm: {{hidden_dims: [8, 16], lr: 0.01}}
+space:
+  ddrm.steps: {{type: choice, values: [2, 3, 4, 5, 6]}}
+  ddrm.hidden_dims: {{type: choice, values: [[8, 16], [4, 8]]}}
+  ddrm.lr: {{type: loguniform, low: 1.0e-3, high: 1.0e-1}}
+scheduler: {{type: fifo}}
+max_concurrent: 2
+resources: {{cpu: 1, gpu: 0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_search_resumed_without_its_tune_folder_trains_only_the_missing_trials(ray_local, tmp_path, capsys):
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    dirs = {"storage": str(tmp_path / "ray"), "tracking_uri": uri, "data_dir": str(tmp_path / "data")}
+    (tmp_path / "a.yaml").write_text(SPEC.format(n=3))
+    first = run_search(load_search_spec(tmp_path / "a.yaml"), **dirs)
+    assert first["finished"] == 3
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("warm").experiment_id
+    parent = first["parent_run_id"]
+    # a trial that was running when the machine went away: RUNNING in the store, no Tune state anywhere
+    orphan = client.create_run(experiment, tags={"role": "trial", "parent_run": parent}).info.run_id
+    shutil.rmtree(tmp_path / "ray")  # the next session's machine has only the committed store
+
+    (tmp_path / "b.yaml").write_text(SPEC.format(n=5))
+    second = run_search(load_search_spec(tmp_path / "b.yaml"), resume=True, **dirs)
+    assert "3 finished trial(s) of warm are told to the searcher without training; 2 left to run" in (
+        capsys.readouterr().out)
+    assert second["parent_run_id"] == parent  # the same study, found by its key
+    runs = client.search_runs([experiment], "tags.role = 'trial'")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 5  # 3 from before + 2 new, none trained twice
+    assert client.get_run(orphan).info.status == "FAILED" and "interrupted" in client.get_run(orphan).data.tags
+    best_valid = max(r.data.metrics["best_recall_at_20"] for r in finished)
+    assert second["best"]["valid"]["recall_at_20"] == pytest.approx(best_valid)  # best over all 5 trials
+
+
+ABLATION = """name: warm_ablation
+base:
+  data: {name: tiny}
+  train: {epochs: 2, batch_size: 64, patience: 5}
+  backend: {lr: 0.01}
+  ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01}
+seeds: [0, 1]
+variants:
+  full: {}
+  item_only: {ddrm.denoise_users: false}
+resources: {cpu: 1}
+max_concurrent: 2
+"""
+
+
+def test_an_ablation_resumed_without_its_tune_folder_replays_finished_trials_into_their_runs(ray_local, tmp_path):
+    from ddrm.tuning.runner import run_ablation
+    from ddrm.tuning.spec import load_ablation_spec
+
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    dirs = {"storage": str(tmp_path / "ray"), "tracking_uri": uri, "data_dir": str(tmp_path / "data")}
+    (tmp_path / "a.yaml").write_text(ABLATION)
+    first = run_ablation(load_ablation_spec(tmp_path / "a.yaml"), **dirs)
+    assert first["finished"] == 4
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("warm_ablation").experiment_id
+    runs = {(r.data.tags["variant"], r.data.tags["seed"]): r for r in client.search_runs([experiment],
+                                                                                       "tags.role = 'trial'")}
+    interrupted = runs[("item_only", "1")].info.run_id
+    client.update_run(interrupted, status="RUNNING")  # the machine went away while this trial ran
+    shutil.rmtree(tmp_path / "ray")
+
+    second = run_ablation(load_ablation_spec(tmp_path / "a.yaml"), resume=True, **dirs)
+    assert second["finished"] == 4 and second["parent_run_id"] == first["parent_run_id"]
+    assert second["table"] == first["table"]  # the retrained trial lands on the same metrics
+    after = client.search_runs([experiment], "tags.role = 'trial'")
+    finished = sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in after if r.info.status == "FINISHED")
+    assert finished == sorted(runs)  # one FINISHED run per trial: nothing duplicated
+    assert client.get_run(interrupted).info.status == "FAILED"
+    for key in (("full", "0"), ("full", "1"), ("item_only", "0")):  # replayed into the same run, not re-logged
+        history = client.get_metric_history(runs[key].info.run_id, "valid_recall_at_20")
+        assert [m.step for m in history] == [1, 2]
