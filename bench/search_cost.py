@@ -6,7 +6,8 @@ that is meant to be committed; with ``--resume`` an interrupted search continues
 trials are told to the searcher, never trained twice). Writes JSON: the host (CPU model, bf16 flags, GEMM rate
 of the dtype), the wall time of each invocation, trials, trial-epochs spent (every epoch any trial trained,
 read back from the store), the best trial's validation R@20 and its test R@20, and the trial-epochs the
-full grid it replaces would cost (grid points x max_t). Example (docs/PERFORMANCE.md):
+full grid it replaces would cost (grid points x max_t), and the load average around each invocation (a wall
+time measured while other jobs ran is not a benchmark). Example (docs/PERFORMANCE.md):
 
     python bench/search_cost.py --data-dir ../shared/datasets --precision fp32 \\
         --tracking-uri sqlite:///docs/results/tuned_ml1m/mlruns.db --json docs/results/search_cost_fp32.json
@@ -18,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.json)
     record = json.loads(out.read_text()) if args.resume and out.is_file() else {"invocations": []}
     init_ray(2)
+    load_before = os.getloadavg()
     start = time.perf_counter()
     summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
                          resume=args.resume)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     trials, trial_epochs = epochs_in_store(summary["tracking_uri"], spec.name)
     points, grid_epochs = grid_trial_epochs(spec.space, spec.scheduler.get("max_t") or 0)
     record["invocations"].append({"wall_seconds": round(wall, 1), "host": host_facts(args.precision),
+                                  "load_average_1min": {"start": round(load_before[0], 2),
+                                                        "end": round(os.getloadavg()[0], 2)},
                                   "trials_run": summary["trials"], "finished": summary["finished"],
                                   "errored": summary["errored"]})
     best = summary["best"] or {}
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracking_store": args.tracking_uri, "trials_in_store": trials, "trial_epochs": trial_epochs,
         "wall_seconds_total": round(sum(i["wall_seconds"] for i in record["invocations"]), 1),
         "grid_points": points, "grid_trial_epochs": grid_epochs,
+        "complete": trials >= spec.num_samples,  # false: stopped early (Ctrl-C, a session's end); --resume continues
         "best": {"params": best.get("params"), "valid_recall_at_20": (best.get("valid") or {}).get("recall_at_20"),
                  "test_recall_at_20": (best.get("test") or {}).get("recall_at_20")},
     })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -89,3 +90,18 @@ def assert_learns_and_scores_all_items(model, data, steps: int) -> None:
     model.eval()
     scores = model.scorer()(torch.arange(data.n_users))
     assert scores.shape == (data.n_users, data.n_items) and torch.isfinite(scores).all()
+
+
+@contextlib.contextmanager
+def local_ray(cache_dir: Path):
+    """A local Ray with 2 CPUs (never joining another cluster) and the backend cache at ``cache_dir``; shut down
+    on exit. For module-scoped study fixtures, where the function-scoped cache fixture does not apply."""
+    import ray
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DDRM_CACHE_DIR", str(cache_dir))
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

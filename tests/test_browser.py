@@ -22,7 +22,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import make_interactions  # noqa: E402
+from conftest import local_ray, make_interactions  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -95,14 +95,9 @@ def study(store):
         "  backend: {lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}\nseeds: [0]\n"
         "variants:\n  backend: {ddrm.enabled: false}\n  ddrm: {}\nreference: backend\nresources: {cpu: 1}\n"
         "max_concurrent: 2\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DDRM_CACHE_DIR", str(tmp / "cache"))
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            summary = run_ablation(load_ablation_spec(tmp / "abl.yaml"), storage=str(tmp / "ray"),
-                                   tracking_uri=store["uri"], data_dir=str(tmp / "data"))
-        finally:
-            ray.shutdown()
+    with local_ray(tmp / "cache"):
+        summary = run_ablation(load_ablation_spec(tmp / "abl.yaml"), storage=str(tmp / "ray"),
+                               tracking_uri=store["uri"], data_dir=str(tmp / "data"))
     assert summary["finished"] == 2
     deadline = time.monotonic() + 120
     while True:

@@ -11,7 +11,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from conftest import make_interactions  # noqa: E402
+from conftest import local_ray, make_interactions  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
 
 BASE = {"data": {"name": "tiny"}, "train": {"epochs": 2, "batch_size": 64, "patience": 5},
@@ -64,14 +64,9 @@ def studies(tmp_path_factory):
                                   + "space:\n  ddrm.steps: {type: choice, values: [2, 8]}\n"
                                   "  ddrm.bpr_weight: {type: uniform, low: 0.2, high: 0.4}\n"
                                   "scheduler: {type: fifo}\nmax_concurrent: 2\nresources: {cpu: 1}\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DDRM_CACHE_DIR", str(tmp / "cache"))
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            ablation = run_ablation(load_ablation_spec(tmp / "abl.yaml"), **dirs)
-            search = run_search(load_search_spec(tmp / "tpe.yaml"), **dirs)
-        finally:
-            ray.shutdown()
+    with local_ray(tmp / "cache"):
+        ablation = run_ablation(load_ablation_spec(tmp / "abl.yaml"), **dirs)
+        search = run_search(load_search_spec(tmp / "tpe.yaml"), **dirs)
     return {"uri": dirs["tracking_uri"], "tmp": tmp, "ablation": ablation, "search": search}
 
 

@@ -167,3 +167,25 @@ def test_a_setting_that_differs_only_between_models_is_not_plotted_as_a_sweep():
                           "param.ddrm.noise_scale": ["0.01", "0.01", "0.001", "0.001"],  # per model
                           "param.data.noise_ratio": ["0.0", "0.2", "0.0", "0.0"]})  # swept on lgn
     assert swept_numeric(frame) == ["param.data.noise_ratio"]
+
+
+def test_a_baseline_row_is_tested_against_every_other_row(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, truth = make_experiment(uri)
+    out = tmp_path / "report"
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(out), "--baseline", "mf/better"]) == 0
+    table = pd.read_csv(out / "table.csv")
+    for _, row in table.iterrows():
+        for metric in METRICS:
+            if row["variant"] == "better":
+                assert np.isnan(row[f"{metric}_p_baseline"])
+                continue
+            values = [truth[(row["variant"], s, metric)] for s in SEEDS]
+            best = [truth[("better", s, metric)] for s in SEEDS]
+            assert row[f"{metric}_p_baseline"] == pytest.approx(ttest_rel(values, best).pvalue, rel=1e-4)
+    markdown = (out / "table.md").read_text()
+    base_line = next(line for line in markdown.splitlines() if line.startswith("| mf | base (reference) |"))
+    assert base_line.count("†") == 4 and "`†`: paired t-test over the shared seeds against `mf/better`" in markdown
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "x"),
+                 "--baseline", "ease/tuned"]) == 2  # not a row: one error line, nothing written
+    assert not (tmp_path / "x").exists()

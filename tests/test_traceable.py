@@ -75,3 +75,26 @@ def test_a_search_report_has_runs_csv_and_a_best_config_that_reruns_to_the_same_
     for metric in ("recall_at_20", "ndcg_at_20", "recall_at_10"):
         assert rerun["test"][metric] == pytest.approx(best[f"test_{metric}"], abs=1e-7)
     assert os.path.isfile(tmp_path / "report" / "table.md")
+
+
+def test_max_epochs_caps_every_stage_and_marks_the_run(ray_local, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    (tmp_path / "abl.yaml").write_text(
+        "name: smoke\nbase:\n  data: {name: tiny}\n  train: {epochs: 50, batch_size: 64, patience: 50}\n"
+        "  backend: {lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01, epochs: 40}\nseeds: [0]\n"
+        "variants:\n  alone: {ddrm.enabled: false}\n  ddrm: {}\nreference: alone\nresources: {cpu: 1}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["ablate", "abl.yaml", "--data-dir", "data", "--tracking-uri", uri, "--storage", "ray",
+                 "--max-epochs", "2"]) == 0
+    runs = pd.read_csv(tmp_path / "ray" / "smoke" / "report" / "runs.csv")
+    assert sorted(runs["variant"]) == ["alone (capped at 2 epochs)", "ddrm (capped at 2 epochs)"]
+    assert set(runs["param.train.max_epochs"]) == {2}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for run_id in runs["run_id"]:
+        epochs = [m.step for m in client.get_metric_history(run_id, "valid_recall_at_20")]
+        assert max(epochs) <= 2  # the backend's 50 and DDRM's 40 epochs are capped
+    table = (tmp_path / "ray" / "smoke" / "report" / "table.md").read_text()
+    assert "alone (capped at 2 epochs) (reference)" in table

@@ -134,6 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every trial, e.g. --set train.epochs=2")
+    p.add_argument("--max-epochs", type=int, metavar="N",
+                   help="smoke run: cap every stage of every trial (backend, DDRM, standalone model) at N epochs "
+                        "(train.max_epochs; recorded with each run and marked in the report)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     p.add_argument("--storage", help="Tune results folder, shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
@@ -167,6 +170,18 @@ def _with_study_flags(spec: SearchSpec | AblationSpec, args: argparse.Namespace)
             raise ConfigError(f"--max-concurrent {args.max_concurrent}: expected an integer >= 1")
         spec = replace(spec, max_concurrent=args.max_concurrent)
     return spec
+
+
+def _study_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` overrides of a study, plus ``train.max_epochs`` from ``--max-epochs``."""
+    overrides = _overrides(args.overrides)
+    if args.max_epochs is not None:
+        if args.max_epochs < 0:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--max-epochs {args.max_epochs}: expected an integer >= 0")
+        overrides["train.max_epochs"] = args.max_epochs
+    return overrides
 
 
 def _overrides(texts: list[str]) -> dict[str, Any]:
@@ -240,7 +255,7 @@ def _tracking_server_watch(tracking_uri: str | None):
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning.spec import load_search_spec
 
-    spec = _with_study_flags(load_search_spec(args.space, _overrides(args.overrides), args.num_samples), args)
+    spec = _with_study_flags(load_search_spec(args.space, _study_overrides(args), args.num_samples), args)
     from .config import config_from_dict
     from .tuning.runner import init_ray, run_search
 
@@ -281,7 +296,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     only_models = [m.strip() for m in args.models.split(",")] if args.models is not None else None
     only_variants = [v.strip() for v in args.variants.split(",")] if args.variants is not None else None
     seeds = args.seeds if args.seed_list is None else _int_list(args.seed_list, "--seed-list")
-    spec = _with_study_flags(load_ablation_spec(args.spec, _overrides(args.overrides), seeds, only_models,
+    spec = _with_study_flags(load_ablation_spec(args.spec, _study_overrides(args), seeds, only_models,
                                                 only_variants), args)
     from .config import apply_overrides, config_from_dict
     from .tuning.runner import init_ray, run_ablation
@@ -317,7 +332,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if sqlite_store_missing(uri):
         raise DDRMError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
     out = Path(args.out) if args.out else Path("reports") / args.target
-    report = build_report(uri, args.target, out, args.reference, args.alpha, html=args.html)
+    report = build_report(uri, args.target, out, args.reference, args.alpha, html=args.html, baseline=args.baseline)
     print(report.text)
     if report.facts["failed"]:
         print(f"({report.facts['failed']} failed trial(s) not counted)")
@@ -332,6 +347,9 @@ def _add_report_parser(subparsers) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     p.add_argument("--out", help="output folder (default: reports/TARGET)")
     p.add_argument("--reference", help="variant the significance test compares against (default: the spec's)")
+    p.add_argument("--baseline", metavar="MODEL/VARIANT",
+                   help="a row every other row is also tested against, marked † (default: the spec's baseline), "
+                        "e.g. ease/tuned")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the paired t-test (0.01)")
     p.add_argument("--html", action="store_true",
                    help="also write report.html: the tables, plots, per-seed values and configs on one static page")

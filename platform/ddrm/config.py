@@ -201,6 +201,7 @@ class TrainConfig:
     threads: int | None = None  # torch threads; None: all cores of this process
     device: str = "auto"  # auto | cpu | cuda
     time_budget_minutes: float | None = None  # stop a stage at the first evaluation past this wall time
+    max_epochs: int | None = None  # a cap on every stage's epochs (smoke runs: ddrm ablate|tune --max-epochs)
     precision: str = "fp32"  # fp32 | bf16: DDRM's denoisers under bf16 autocast; backends stay fp32 (ddrm.precision)
 
     def __post_init__(self) -> None:
@@ -213,6 +214,14 @@ class TrainConfig:
         _require(self.device in ("auto", "cpu", "cuda"), "train.device", self.device, "one of ['auto', 'cpu', 'cuda']")
         _require(self.time_budget_minutes is None or self.time_budget_minutes > 0, "train.time_budget_minutes",
                  self.time_budget_minutes, "null or a number > 0")
+        _require(self.max_epochs is None or self.max_epochs >= 0, "train.max_epochs", self.max_epochs,
+                 "null or an integer >= 0")
+
+    def stage_epochs(self, stage_epochs: int | None) -> int:
+        """A stage's epoch limit: its own setting (``backend/ddrm/model.epochs``), else ``epochs``, capped at
+        ``max_epochs``."""
+        epochs = stage_epochs if stage_epochs is not None else self.epochs
+        return epochs if self.max_epochs is None else min(epochs, self.max_epochs)
         _require(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {list(PRECISIONS)}")
 
 

@@ -245,7 +245,7 @@ def backend_cache_key(config: Config, data: InteractionData) -> str:
     return cache.cache_key({
         "data": data.fingerprint(),
         "backend": backend,
-        "loop": {"epochs": config.backend.epochs if config.backend.epochs is not None else tc.epochs,
+        "loop": {"epochs": tc.stage_epochs(config.backend.epochs),
                  "patience": config.backend.patience or tc.patience, "batch_size": tc.batch_size,
                  "eval_every": tc.eval_every,
                  **({"time_budget_minutes": tc.time_budget_minutes} if tc.time_budget_minutes is not None else {})},
@@ -280,7 +280,7 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
             result = StageResult(**{"stop_reason": "unknown", **info["result"], "from_cache": True})
             return backend, result
     optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
-    epochs = config.backend.epochs if config.backend.epochs is not None else config.train.epochs
+    epochs = config.train.stage_epochs(config.backend.epochs)
     result = fit(backend, data, optimizer, epochs=epochs, config=config, stage="backend", seed=config.seed,
                  device=device, callback=callback, progress=progress, patience=config.backend.patience,
                  sampling=config.backend.sampling, resume=resume)
@@ -322,7 +322,7 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
                "lr": dc.lr, "weight_decay": dc.weight_decay}]
     if model.backend is not None:
         groups.append({"params": list(model.backend.parameters()), "lr": config.backend.lr, "weight_decay": 0.0})
-    epochs = dc.epochs if dc.epochs is not None else config.train.epochs
+    epochs = config.train.stage_epochs(dc.epochs)
     if dc.reverse_steps == 0 and dc.inference_start == "mean" and dc.freeze_backend:
         epochs = 0  # mean of liked items: nothing to train
     result = fit(model, data, torch.optim.Adam(groups), epochs=epochs, config=config, stage="ddrm",
@@ -340,7 +340,7 @@ def fit_model(config: Config, data: InteractionData, device: torch.device, callb
     if not getattr(model, "trainable", True):  # closed form (EASE, ItemKNN, MostPop): fit once, evaluate at epoch 0
         return model, _fit_closed_form(model, config, data, device, callback)
     optimizer = torch.optim.Adam(model.parameters(), lr=mc.lr, weight_decay=mc.weight_decay)
-    epochs = mc.epochs if mc.epochs is not None else config.train.epochs
+    epochs = config.train.stage_epochs(mc.epochs)
     result = fit(model, data, optimizer, epochs=epochs, config=config, stage="model", seed=config.seed,
                  device=device, callback=callback, progress=progress, patience=mc.patience,
                  sampling=getattr(model, "sampling", "user"), resume=resume, batch_size=mc.batch_size)

@@ -47,7 +47,7 @@ import math
 import scipy.sparse as sp
 import torch
 from torch import nn
-from torch.nn.functional import logsigmoid, normalize, softplus
+from torch.nn.functional import normalize, softplus
 
 from ..backends.base import normalized_adjacency
 from ..backends.lightgcn import to_csr

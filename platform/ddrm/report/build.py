@@ -21,7 +21,7 @@ from .collect import collect_runs
 from .html import write_html
 from .plots import write_plots
 from .runs import relative_uri, write_best_config, write_runs_csv
-from .table import reference_first, write_tables
+from .table import parse_baseline, reference_first, write_tables
 
 PARENT_METRICS = ("test_recall_at_20", "test_ndcg_at_20")  # per (model, variant), mean over seeds
 VIEW_METRICS = ("test_recall_at_20", "test_ndcg_at_20", "best_recall_at_20", "best_epoch")
@@ -41,20 +41,28 @@ class Report:
 
 
 def build_report(uri: str, target: str, out: Path, reference: str | None = None, alpha: float = 0.01,
-                 html: bool = False) -> Report:
+                 html: bool = False, baseline: str | None = None) -> Report:
     """Collect ``target``'s runs (an experiment name or a parent run id) and write the report into ``out``.
 
     ``reference``: the variant the t-tests compare against (default: the study's, when its runs are there, e.g.
-    not after a ``--variants`` study alone). Raises :class:`DDRMError` before writing anything when a given
-    ``reference`` is not a variant of ``target``.
+    not after a ``--variants`` study alone). ``baseline``: ``"<model>/<variant>"``, a row every other row is also
+    tested against (``†``; default: the study's ``baseline`` tag). Raises :class:`DDRMError` before writing
+    anything when a given ``reference`` or ``baseline`` is not a row of ``target``.
     """
     frame, facts = collect_runs(uri, target)
     variants = set(frame["variant"])
     if reference and reference not in variants:
         raise DDRMError(f"--reference '{reference}' is not a variant of '{target}'; variants: {sorted(variants)}")
-    reference = reference or (facts["tags"].get("reference") if facts["tags"].get("reference") in variants else None)
+    study_reference = facts["tags"].get("reference")
+    if study_reference and study_reference not in variants:  # a smoke study's rows read "<variant> (capped at N ...)"
+        study_reference = next((v for v in variants if v.startswith(f"{study_reference} (capped at ")), None)
+    reference = reference or (study_reference if study_reference in variants else None)
     frame = reference_first(frame, reference)
-    text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})")
+    base = parse_baseline(baseline or facts["tags"].get("baseline"))
+    if base and not ((frame["model"] == base[0]) & (frame["variant"] == base[1])).any():
+        rows = sorted(f"{m}/{v}" for m, v in frame[["model", "variant"]].drop_duplicates().itertuples(index=False))
+        raise DDRMError(f"--baseline '{base[0]}/{base[1]}' is not a (model/variant) row of '{target}'; rows: {rows}")
+    text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})", baseline=base)
     plots = write_plots(frame, out)
     files = [out / "table.md", out / "table.csv", *plots, write_runs_csv(frame, out, uri)]
     best = write_best_config(frame, out, facts)

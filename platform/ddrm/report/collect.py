@@ -6,6 +6,7 @@ Columns: ``run_id``, ``parent_run``, ``model``, ``variant``, ``seed``, ``start_t
 FINISHED trials count; when the same (model, variant, seed) was run more than once (a repeated study in one
 experiment) the latest run is kept. In a search (parent run tagged ``kind = tune``) every trial is its own row,
 its variant the run's name (``trial7 steps=30 ...``; a name repeated by a resumed search gets its run id).
+A run capped by ``--max-epochs`` (``train.max_epochs``) has `` (capped at N epochs)`` added to its variant.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def collect_runs(uri: str, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         variant = run.data.tags.get("variant", "trial")
         if searched:  # every trial of a search is its own row, named as its run ("trial7 steps=30 ...")
             variant = run.data.tags.get("mlflow.runName") or f"trial-{run.info.run_id[:8]}"
+        capped = params.get("train.max_epochs")
+        if capped not in (None, "", "None"):  # a smoke run (--max-epochs): never read as a real result
+            variant += f" (capped at {capped} epochs)"
         row = {"run_id": run.info.run_id, "parent_run": run.data.tags.get("parent_run", ""), "model": model,
                "variant": variant, "seed": int(run.data.tags.get("seed", 0)),
                "start_time": run.info.start_time, **run.data.metrics,

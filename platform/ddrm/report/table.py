@@ -46,10 +46,23 @@ def reference_first(frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     return frame.loc[order].reset_index(drop=True)
 
 
+def parse_baseline(text: str | None) -> tuple[str, str] | None:
+    """``"ease/tuned"`` -> ``("ease", "tuned")``: the (model, variant) row every other row is also tested against."""
+    if not text:
+        return None
+    model, _, variant = text.rpartition("/")
+    return model, variant
+
+
 def summarize(frame: pd.DataFrame, reference: str | None = None,
-              metrics: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
-    """One row per (model, variant) in first-seen order: ``n_seeds``, ``seeds``, ``<m>_mean/_std/_p``."""
+              metrics: tuple[str, ...] | list[str] | None = None,
+              baseline: tuple[str, str] | None = None) -> pd.DataFrame:
+    """One row per (model, variant) in first-seen order: ``n_seeds``, ``seeds``, ``<m>_mean/_std/_p``, and with a
+    ``baseline`` (model, variant) also ``<m>_p_baseline``: the paired test of every other row against that row
+    (e.g. each tuned model against the best simple baseline)."""
     metrics = [m for m in (metrics or TABLE_METRICS) if m in frame.columns]
+    base_rows = (frame[(frame["model"] == baseline[0]) & (frame["variant"] == baseline[1])]
+                 if baseline else None)
     rows = []
     for (model, variant), group in frame.groupby(["model", "variant"], sort=False):
         ref = frame[(frame["model"] == model) & (frame["variant"] == reference)] if reference else None
@@ -62,6 +75,10 @@ def summarize(frame: pd.DataFrame, reference: str | None = None,
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")  # one seed: no spread
             has_test = ref is not None and len(ref) and variant != reference
             row[f"{metric}_p"] = paired_p_value(group, ref, metric) if has_test else float("nan")
+            if base_rows is not None:
+                is_base = (model, variant) == tuple(baseline)
+                row[f"{metric}_p_baseline"] = (paired_p_value(group, base_rows, metric)
+                                               if len(base_rows) and not is_base else float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -70,6 +87,7 @@ def _cell(row: pd.Series, metric: str, alpha: float) -> str:
     if np.isnan(row[f"{metric}_mean"]):
         return "–"
     star = "*" if row[f"{metric}_p"] < alpha else ""
+    star += "†" if row.get(f"{metric}_p_baseline", float("nan")) < alpha else ""
     if np.isnan(row[f"{metric}_std"]):  # a single seed has no sample std: show the value alone
         return f"{row[f'{metric}_mean']:.4f}{star}"
     return f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}{star}"
@@ -90,16 +108,18 @@ def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, a
 
 
 def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, alpha: float = 0.01,
-                 title: str = "") -> str:
+                 title: str = "", baseline: tuple[str, str] | None = None) -> str:
     """Write ``table.md`` (test metrics, then diagnostics when present) and ``table.csv``; return the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in TABLE_METRICS if m in frame.columns]
     diagnostics = diagnostic_metrics(frame)
-    summary = summarize(frame, reference, metrics + diagnostics)
+    summary = summarize(frame, reference, metrics + diagnostics, baseline)
     parts = [f"# {title}\n" if title else "", "Test metrics, mean ± std over seeds (sample std; a value without "
              "± comes from one seed).",
              (f"`*`: paired t-test over the shared seeds against the `{reference}` row of the same model, "
               f"p < {alpha:g}." if reference else "No reference variant: no significance test."),
+             *([f"`†`: paired t-test over the shared seeds against `{baseline[0]}/{baseline[1]}`, p < {alpha:g}."]
+               if baseline else []),
              "`(k replayed)`: k of the seeds were replayed by `--reuse-from` from an identical earlier run "
              "(same config and code fingerprint; runs.csv names the source).", "",
              markdown(summary, metrics, reference, alpha)]

@@ -459,8 +459,10 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
     resources = fit_resources(spec.resources)
     study = _study_params(spec.base, ctx, resources, variants=spec.variants)
+    from .reuse import trial_key
+
     if reuse_from:
-        from .reuse import check_source, explain_misses, find_reusable, trial_key
+        from .reuse import check_source, explain_misses, find_reusable
 
         study["reuse"] = find_reusable([(v, s, c) for (v, s), c in zip(spec.trials, configs)],
                                        [check_source(uri) for uri in reuse_from])
@@ -476,10 +478,10 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "ablate", "spec": spec.source,
                                         "threads_per_trial": str(study["threads"]),
-                                        "reference": spec.reference or ""})
+                                        "reference": spec.reference or "", "baseline": spec.baseline or ""})
     restarting = resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name))
     if restarting:  # Tune's folder is gone: finished trials replay into their runs, the others train
-        from .reuse import replay_record, trial_key
+        from .reuse import replay_record
         from .warmstart import finished_ablation_trials
 
         done_before = finished_ablation_trials(ctx.tracking_uri, parent)
@@ -488,6 +490,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
                           **{k: replay_record(ctx.tracking_uri, run) for k, run in done_before.items()}}
         print(f"resuming from the tracking store: {len(done_before)} of {len(spec.trials)} trials finished before "
               f"and are replayed, not trained", flush=True)
+    if study.get("reuse"):  # replayed trials need no backend
         configs = [c for (v, s), c in zip(spec.trials, configs) if trial_key(v, s) not in study["reuse"]]
     pretrain_backends(configs, ctx, threads=study["threads"], min_uses=2)
     if crash_once_marker:

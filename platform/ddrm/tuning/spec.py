@@ -23,6 +23,7 @@ Ablation::
     seeds: [0, 1, 2]
     variants: {full: {}, item_only: {ddrm.denoise_users: false}}
     reference: full               # optional: the row significance is computed against
+    baseline: ease/tuned          # optional: a "<model>/<variant>" row every row is also tested against
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
     models:                       # optional: cross every variant with each model's overrides
@@ -53,7 +54,7 @@ DISTRIBUTIONS = {
 }
 SEARCH_KEYS = {"name", "mode", "num_samples", "seeds", "metric", "base", "space", "scheduler", "max_concurrent",
                "resources", "max_failures", "description"}
-ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "resources", "max_concurrent", "max_failures",
+ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "baseline", "resources", "max_concurrent", "max_failures",
                  "description", "expected_minutes", "models"}
 MODEL_SEPARATOR = "/"  # "<model>/<variant>" names the trials of a spec with `models`
 SCHEDULER_KEYS = {"type", "grace_period", "max_t", "reduction_factor"}
@@ -98,6 +99,7 @@ class AblationSpec:
     description: str = ""
     expected_minutes: float | None = None
     trials: list[tuple[str, int]] = field(default_factory=list)
+    baseline: str | None = None  # "<model>/<variant>": the report also tests every row against it
 
 
 def _fail(source: str, message: str) -> None:
@@ -299,6 +301,10 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
     reference = raw.get("reference")
     if reference is not None and reference not in plain:
         _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(plain)}")
+    baseline = raw.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or "/" not in baseline):
+        _fail(source, f"key 'baseline': {baseline!r} is not allowed; expected '<model>/<variant>', e.g. ease/tuned "
+                      f"(the model as the report names it: the spec's model, else model.name or backend.name)")
     if only_variants is not None:
         plain = _select(plain, only_variants, "variants", source)
     variants: dict[str, dict[str, Any]] = {}
@@ -325,4 +331,4 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
                         max_concurrent=_positive_int(raw, "max_concurrent", 2, source),
                         max_failures=_positive_int(raw, "max_failures", 1, source, minimum=0), source=source,
                         description=str(raw.get("description", "")), expected_minutes=expected,
-                        trials=[(v, s) for v in variants for s in seed_list])
+                        trials=[(v, s) for v in variants for s in seed_list], baseline=baseline)
