@@ -188,3 +188,31 @@ def test_the_tune_table_prints_when_something_changed(monkeypatch):
     trials[0].last_result = {"epoch": 3}
     assert not reporter.should_report(trials)  # too soon after the last table
     assert reporter.should_report(trials, done=True)
+
+
+def test_the_evaluation_at_which_asha_stops_a_trial_is_logged_as_an_epoch(tmp_path):
+    """Tune sets ``done`` on the result at which a scheduler stops a trial; only a result with test metrics is
+    the trainable's final report."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from ddrm.tracking import get_or_create_experiment, start_parent_run
+    from ddrm.tuning.mlflow_callback import MLflowTrialCallback
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    get_or_create_experiment(uri, "cb")
+    parent = start_parent_run(uri, "cb", "key", {"study": "cb", "kind": "tune"})
+    callback = MLflowTrialCallback(uri, parent, "cb")
+    study = {"base": {"data": {"name": "tiny"}}, "variants": {}, "encoded": []}
+    trial = SimpleNamespace(trial_id="abc_00000", config={"_study": study, "seed": 0, "ddrm.steps": 4},
+                            experiment_tag="0_steps=4")
+    for epoch in (1, 2):
+        callback.on_trial_result(0, [], trial, {"epoch": epoch, "recall_at_20": 0.1 * epoch, "loss": 1.0,
+                                                "best_recall_at_20": 0.1 * epoch})
+    callback.on_trial_result(0, [], trial, {"epoch": 3, "recall_at_20": 0.25, "loss": 1.0, "done": True,
+                                            "best_recall_at_20": 0.25})  # ASHA stops it here
+    run = MlflowClient(uri).get_run(callback.runs["abc_00000"])
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "valid_recall_at_20")
+    assert [m.step for m in history] == [1, 2, 3] and run.data.metrics["epoch"] == 3
+    assert not any(k.startswith("test_") for k in run.data.metrics)

@@ -169,6 +169,19 @@ def test_tpe_asha_search_and_a_diverging_trial_does_not_stop_the_study(ray_local
     assert len(failed) == summary["errored"]
     for kid in failed:
         assert kid.data.params["ddrm.lr"] == "1e+30" and "diverged" in kid.data.tags["error"]
+    # every epoch Tune saw is in MLflow, the one at which ASHA stopped a trial (Tune marks it done) included
+    import json
+    from pathlib import Path
+
+    client = MlflowClient(study_dirs["tracking_uri"])
+    for kid in kids:
+        if kid.info.status != "FINISHED":
+            continue
+        trial_dir = next(Path(study_dirs["storage"], "srch").glob(f"*{kid.data.tags['trial_id']}*"))
+        seen = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        epochs = sorted({r["epoch"] for r in seen if not any(k.startswith("test_") for k in r)})
+        logged = [m.step for m in client.get_metric_history(kid.info.run_id, "valid_recall_at_20")]
+        assert logged == epochs and kid.data.metrics["epoch"] == max(r["epoch"] for r in seen)
 
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_metrics(ray_local, study_dirs, tmp_path):

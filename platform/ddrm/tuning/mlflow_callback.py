@@ -87,7 +87,10 @@ class MLflowTrialCallback(Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         metrics = _numeric(result)
-        if result.get("done"):
+        # the trainable's final report carries test metrics; Tune also sets ``done`` on the evaluation at which a
+        # scheduler (ASHA) stops a trial, and that one is an epoch like any other
+        final = bool(result.get("done")) and any(k.startswith("test_") for k in result)
+        if final:
             metrics = {k: v for k, v in metrics.items() if k.startswith(("test_", "best_", "diag_"))}
             if isinstance(result.get("gpu_max_memory_mb"), (int, float)):
                 metrics["gpu_max_memory_mb"] = float(result["gpu_max_memory_mb"])
@@ -103,7 +106,7 @@ class MLflowTrialCallback(Callback):
         # where the trial ran (the trainable reports it; the last node wins after a retry on another node)
         tags = [RunTag(k, str(result[k])) for k in PLACEMENT_TAGS if result.get(k) is not None]
         batch = [Metric(k, v, now, step) for k, v in metrics.items()]  # step = epoch: the UI draws learning curves
-        if result.get("done"):
+        if final:
             batch += curve_metrics(result.get("history"), now)  # a backend the driver pretrained: its curve
         for start in range(0, max(1, len(batch)), 1000):  # MLflow takes at most 1000 metrics per batch
             if batch[start:start + 1000] or (tags and not start):

@@ -298,7 +298,7 @@ def _rows(results) -> list[dict[str, Any]]:
         config = dict(result.config or {})
         metrics = dict(result.metrics or {})
         rows.append({"config": config, "metrics": metrics, "error": str(result.error) if result.error else None,
-                     "done": bool(metrics.get("done"))})
+                     "done": bool(metrics.get("done")) and any(k.startswith("test_") for k in metrics)})
     return rows
 
 
