@@ -189,3 +189,16 @@ def test_a_baseline_row_is_tested_against_every_other_row(tmp_path):
     assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "x"),
                  "--baseline", "ease/tuned"]) == 2  # not a row: one error line, nothing written
     assert not (tmp_path / "x").exists()
+
+
+def test_plots_skip_a_sweep_with_nothing_to_draw(tmp_path):
+    """A search varies many keys at once: holding the others at their most common value can leave no run with a
+    test metric (ASHA-stopped trials have none); that plot is skipped, the report still written."""
+    from ddrm.report import write_plots
+
+    frame = pd.DataFrame({"model": ["mf"] * 4, "variant": [f"trial{i}" for i in range(4)], "seed": [0] * 4,
+                          "param.ddrm.steps": ["10", "10", "20", "30"], "param.ddrm.lr": ["0.1", "0.1", "0.2", "0.3"],
+                          "test_recall_at_20": [np.nan, np.nan, 0.1, 0.2], "test_ndcg_at_20": [np.nan, np.nan, 0.05, 0.1]})
+    written = write_plots(frame, tmp_path)
+    assert tmp_path / "bars.png" in written and all(p.is_file() for p in written)
+    assert written == [tmp_path / "bars.png"]  # each key's partner at its mode leaves only ASHA-stopped trials

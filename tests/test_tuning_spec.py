@@ -86,6 +86,19 @@ def test_ablation_spec_models_cross_every_variant(tmp_path):
         load_ablation_spec(write(tmp_path, text.split("models:")[0] + "models: [mf, sgl]\n"))
 
 
+def test_a_model_may_cross_only_some_variants_and_a_baseline_row_is_named(tmp_path):
+    text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1]\nreference: alone\nbaseline: ease/tuned\n"
+            "variants: {alone: {ddrm.enabled: false}, ddrm: {}, tuned: {}}\n"
+            "models: {mf: {backend.name: mf, variants: [alone, ddrm]}, ease: {model.name: ease, variants: [tuned]}}\n")
+    spec = load_ablation_spec(write(tmp_path, text))
+    assert list(spec.variants) == ["mf/alone", "mf/ddrm", "ease/tuned"] and len(spec.trials) == 6
+    assert spec.variants["ease/tuned"] == {"model.name": "ease"} and spec.baseline == "ease/tuned"
+    with pytest.raises(ConfigError, match=r"key 'models.ease.variants': \['nope'\] is not allowed"):
+        load_ablation_spec(write(tmp_path, text.replace("variants: [tuned]", "variants: [nope]")))
+    with pytest.raises(ConfigError, match="key 'baseline'"):
+        load_ablation_spec(write(tmp_path, text.replace("baseline: ease/tuned", "baseline: ease")))
+
+
 def test_ablation_spec_runs_only_the_chosen_models(tmp_path):
     text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1]\nreference: alone\n"
             "variants: {alone: {ddrm.enabled: false}, ddrm: {}}\n"

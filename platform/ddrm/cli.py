@@ -32,7 +32,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--no-ddrm", dest="ddrm", action="store_false", help="evaluate the backend alone")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, repeatable, e.g. --set ddrm.steps=20")
-    p.add_argument("--model", help="a standalone baseline instead of backend + DDRM (model.name), e.g. multivae, cdae, diffrec, adagcl")
+    p.add_argument("--model", help="a standalone baseline instead of backend + DDRM (model.name), e.g. multivae, cdae, diffrec, adagcl, ease, itemknn, mostpop")
     p.add_argument("--denoise", choices=["none", "tce", "rce", "deca"],
                    help="loss-side denoising of the backend's training (backend.denoise): T-CE, R-CE or DeCA")
     p.add_argument("--seed", type=int, help="random seed (seed)")

@@ -216,13 +216,13 @@ class TrainConfig:
                  self.time_budget_minutes, "null or a number > 0")
         _require(self.max_epochs is None or self.max_epochs >= 0, "train.max_epochs", self.max_epochs,
                  "null or an integer >= 0")
+        _require(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {list(PRECISIONS)}")
 
     def stage_epochs(self, stage_epochs: int | None) -> int:
         """A stage's epoch limit: its own setting (``backend/ddrm/model.epochs``), else ``epochs``, capped at
         ``max_epochs``."""
         epochs = stage_epochs if stage_epochs is not None else self.epochs
         return epochs if self.max_epochs is None else min(epochs, self.max_epochs)
-        _require(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {list(PRECISIONS)}")
 
 
 @dataclass(frozen=True)

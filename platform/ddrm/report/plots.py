@@ -109,12 +109,16 @@ def _distinct_lines(series: list[tuple[str, pd.DataFrame]], metric: str) -> list
     return lines
 
 
-def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None:
+def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> bool:
+    """Draw ``path``; False (nothing written) when no run holds every other swept key at its most common value
+    with a metric to plot (e.g. a search that varies many keys at once)."""
     import matplotlib.pyplot as plt
 
     subset = frame
     for other in [k for k in swept_numeric(frame) if k != key]:
         subset = subset[subset[other].astype(str) == _mode(frame[other])]
+    if subset.empty or not any(m in subset.columns and subset[m].notna().any() for m in LINE_METRICS):
+        return False
     series_keys = ["model"] + [k for k in others if k != key and subset[k].astype(str).nunique() > 1]
     metrics = [m for m in LINE_METRICS if m in subset.columns]
     metrics += [c for c in sorted(subset.columns) if c.startswith("diag_") and c.endswith("noise_auc")
@@ -137,6 +141,7 @@ def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -152,6 +157,6 @@ def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
         others = varying_params(frame)
         for key in swept_numeric(frame):
             path = out / f"vs_{key.removeprefix('param.')}.png"
-            _lines(frame, key, others, path)
-            written.append(path)
+            if _lines(frame, key, others, path):
+                written.append(path)
     return written

@@ -29,6 +29,7 @@ Ablation::
     models:                       # optional: cross every variant with each model's overrides
       mf: {backend.name: mf}
       sgl: {backend.name: sgl, ddrm.steps: 50}
+      ease: {model.name: ease, variants: [full]}   # `variants`: cross only these with this model
 
 With ``models`` the trials are model x variant x seed; internally each pair is the variant
 ``"<model>/<variant>"`` (model overrides first, the variant's on top), logged to MLflow with the tags
@@ -57,6 +58,7 @@ SEARCH_KEYS = {"name", "mode", "num_samples", "seeds", "metric", "base", "space"
 ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "baseline", "resources", "max_concurrent", "max_failures",
                  "description", "expected_minutes", "models"}
 MODEL_SEPARATOR = "/"  # "<model>/<variant>" names the trials of a spec with `models`
+MODEL_VARIANTS_KEY = "variants"  # in a `models` entry: the variants crossed with that model (default: all)
 SCHEDULER_KEYS = {"type", "grace_period", "max_t", "reduction_factor"}
 VALID_METRICS = {f"{kind}_at_{k}" for kind in ("recall", "ndcg") for k in (10, 20, 50, 100)}
 
@@ -309,9 +311,16 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
         plain = _select(plain, only_variants, "variants", source)
     variants: dict[str, dict[str, Any]] = {}
     for model, model_changes in models.items():
+        crossed = model_changes.pop(MODEL_VARIANTS_KEY, None)  # this model's rows: a subset of the variants
+        if crossed is not None and (not isinstance(crossed, list) or not crossed
+                                    or any(v not in _named_overrides(variants_raw, "variants", source) for v in crossed)):
+            _fail(source, f"key 'models.{model}.{MODEL_VARIANTS_KEY}': {crossed!r} is not allowed; expected a "
+                          f"non-empty list of the spec's variants {sorted(plain)}")
         if model:
             _check_point(base, model_changes, source, f"model {model!r}")
         for name, changes in plain.items():
+            if crossed is not None and name not in crossed:
+                continue
             full_name = f"{model}{MODEL_SEPARATOR}{name}" if model else name
             _check_point(base, {**model_changes, **changes}, source, f"variant {full_name!r}")
             variants[full_name] = {**model_changes, **changes}
