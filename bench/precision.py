@@ -288,28 +288,32 @@ def spmm(backend, reps: int) -> dict:
     return out
 
 
+def _row(figure: str, values: dict, unit: str, digits: int, speedup: float) -> str:
+    """One table row: ``| figure | fp32 | bf16 | speed-up |`` with ``values`` = {"fp32": x, "bf16": y}."""
+    return (f"| {figure} | {values['fp32']:.{digits}f} {unit} | {values['bf16']:.{digits}f} {unit} | "
+            f"{speedup:.2f}x |")
+
+
 def summary_lines(results: dict) -> list[str]:
     lines = ["| figure | fp32 | bf16 | bf16 speed-up |", "|---|---|---|---|"]
     if "gemm" in results:
-        g = results["gemm"]["gflops"]
-        lines.append(f"| torch.mm 2048x1164 @ 1164x1000 | {g['fp32']:.0f} GFLOP/s | {g['bf16']:.0f} GFLOP/s | "
-                     f"{results['gemm']['speedup_bf16']:.2f}x |")
+        gemm = results["gemm"]
+        lines.append(_row("torch.mm 2048x1164 @ 1164x1000", gemm["gflops"], "GFLOP/s", 0, gemm["speedup_bf16"]))
     for isa, row in results.get("emulation", {}).items():
         if "gflops" in row:
-            lines.append(f"| same GEMM, oneDNN limited to {isa} | {row['gflops']['fp32']:.0f} GFLOP/s | "
-                         f"{row['gflops']['bf16']:.0f} GFLOP/s | {row['speedup_bf16']:.2f}x |")
+            lines.append(_row(f"same GEMM, oneDNN limited to {isa}", row["gflops"], "GFLOP/s", 0, row["speedup_bf16"]))
     if "ddrm_train" in results:
         row = results["ddrm_train"]
-        lines.append(f"| DDRM-MF training epoch (est. from {row['epoch_fraction']:.2f}) | {row['est_epoch_s']['fp32']:.1f} s"
-                     f" | {row['est_epoch_s']['bf16']:.1f} s | {row['speedup_bf16']:.2f}x |")
+        lines.append(_row(f"DDRM-MF training epoch (est. from {row['epoch_fraction']:.2f})", row["est_epoch_s"], "s", 1,
+                          row["speedup_bf16"]))
     if "ddrm_eval" in results:
         row = results["ddrm_eval"]
-        lines.append(f"| DDRM validation pass ({row['reverse_steps']} reverse steps) | {row['median_s']['fp32']:.2f} s | "
-                     f"{row['median_s']['bf16']:.2f} s | {row['speedup_bf16']:.2f}x |")
+        lines.append(_row(f"DDRM validation pass ({row['reverse_steps']} reverse steps)", row["median_s"], "s", 2,
+                          row["speedup_bf16"]))
     for name, row in results.get("backends", {}).items():
         if "est_epoch_s" in row:
-            lines.append(f"| {name} epoch (est. from {row['epoch_fraction']:.2f}) | {row['est_epoch_s']['fp32']:.2f} s | "
-                         f"{row['est_epoch_s']['bf16']:.2f} s | {row['speedup_bf16']:.2f}x |")
+            lines.append(_row(f"{name} epoch (est. from {row['epoch_fraction']:.2f})", row["est_epoch_s"], "s", 2,
+                              row["speedup_bf16"]))
         else:
             lines.append(f"| {name} epoch fraction {row['epoch_fraction']:.2f} | {row['fp32_epoch_s']:.2f} s | "
                          f"fails: {row['bf16_error'][:60]} | - |")

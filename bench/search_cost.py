@@ -2,8 +2,8 @@
 
 Runs ``search_spaces/mf_ml1m_ddrm.yaml`` (40 seeded TPE trials over the paper's grids, ASHA, the released
 epoch cap) as a real ``ddrm tune`` study in one precision, two 1-CPU trials at a time, into a tracking store
-that is meant to be committed; with ``--resume`` an interrupted search continues from that store (finished
-trials are told to the searcher, never trained twice). Writes JSON: the host (CPU model, bf16 flags, GEMM rate
+(the per-run record committed is its report's runs.csv); with ``--resume`` an interrupted search continues from
+that store (finished trials are told to the searcher, never trained twice). Writes JSON: the host (CPU model, bf16 flags, GEMM rate
 of the dtype), the wall time of each invocation, trials, trial-epochs spent (every epoch any trial trained,
 read back from the store), the best trial's validation R@20 and its test R@20, and the trial-epochs the
 full grid it replaces would cost (grid points x max_t), and the load average around each invocation (a wall

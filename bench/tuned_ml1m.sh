@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The searches of the tuned ML-1M comparison (issue 19, DESIGN §4a), each a real `ddrm tune` study into ONE
-# tracking store that is committed: docs/results/tuned_ml1m/mlruns.db. Every call resumes: a search whose Tune
-# folder is gone (a new machine) continues from the store, never training a finished trial twice.
-# After each search its report (table, runs.csv, best_config.yaml) is rewritten under docs/results/tuned_ml1m/.
+# tracking store, docs/results/tuned_ml1m/mlruns.db (not committed: a database stays out of git). Every call
+# resumes: a search whose Tune folder is gone continues from that store, never training a finished trial twice.
+# After each search its report (table, runs.csv = the committed per-run record, best_config.yaml) is rewritten
+# under docs/results/tuned_ml1m/. A search cut off by a session's end continues on the same machine only; the
+# committed runs.csv and best_config.yaml of finished searches are what later steps need.
 #
 #   bash bench/tuned_ml1m.sh ../shared/datasets ease_ml1m itemknn_ml1m mf_ml1m_ddrm ...   # named searches
 #   bash bench/tuned_ml1m.sh ../shared/datasets                                           # all, in order
