@@ -29,7 +29,7 @@ from ddrm.config import load_config, parse_override
 from ddrm.data import load_prepared
 from ddrm.data.sampling import BPRSampler
 from ddrm.registry import get_model
-from ddrm.train import build_backend, select_device
+from ddrm.train import backend_optimizer, build_backend, select_device
 
 DEFAULT_ROWS = {"mf": {"backend.layers": 0}, "lightgcn": {"backend.layers": 3}, "sgl": {"backend.layers": 3}}
 # opt-in rows: standalone models trained on BPR triples (``--backends adagcl``)
@@ -48,7 +48,7 @@ def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fracti
         optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr, weight_decay=config.model.weight_decay)
     else:
         backend = build_backend(config, data, device)
-        optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
+        optimizer = backend_optimizer(backend, config)  # Adam, or SparseAdam with backend.sparse_grad
     sampler = BPRSampler(data.csr("train"), seed=seed, mode=config.backend.sampling)
     custom_step = getattr(backend, "training_step", None)
     generator = torch.Generator().manual_seed(seed)

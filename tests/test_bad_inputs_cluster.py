@@ -152,7 +152,7 @@ def cluster_of(monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     monkeypatch.delenv("DDRM_WAIT_FOR_RESOURCES", raising=False)
     monkeypatch.setattr(ray._private.state.state, "get_cluster_config", lambda: None)
-    monkeypatch.setattr("ddrm.tuning.runner.BOOTSTRAP_CONFIG", str(tmp_path / "ray_bootstrap_config.yaml"))
+    monkeypatch.setattr("ddrm.tuning.cluster.BOOTSTRAP_CONFIG", str(tmp_path / "ray_bootstrap_config.yaml"))
 
     def set_up(nodes: list[dict], launcher: str | None = None) -> None:
         monkeypatch.setattr(ray, "nodes", lambda: nodes)

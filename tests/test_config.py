@@ -71,3 +71,13 @@ def test_backend_layers_default_to_each_backends_paper_setting():
     assert load_config(None, {"backend.name": "sgl", "backend.pooling": "mean"}).backend.pooling == "mean"
     assert Config().replace({"backend.pooling": "normalized_sum"}).replace({"backend.name": "lightgcn"}).backend.pooling \
         == "normalized_sum"
+
+
+def test_which_backend_keys_were_defaulted_is_not_a_setting():
+    from ddrm.config import allowed_keys
+
+    assert Config().backend.defaulted == {"layers", "pooling"}
+    assert load_config(None, {"backend.layers": 2}).backend.defaulted == {"pooling"}
+    assert "backend.defaulted" not in Config().to_flat_dict() and "backend.defaulted" not in allowed_keys()
+    with pytest.raises(ConfigError, match="backend.defaulted"):
+        Config().replace({"backend.defaulted": []})

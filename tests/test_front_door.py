@@ -20,16 +20,21 @@ BASE = {"data": {"name": "tiny"}, "train": {"epochs": 2, "batch_size": 64, "pati
 
 # ------------------------------------------------------------------------------------------- run names
 def _trial(params: dict, tag: str = "0", trial_id: str = "abc_00000"):
-    study = {"base": BASE, "variants": params.pop("_variants", {}), "encoded": []}
-    return SimpleNamespace(config={**params, "_study": study}, experiment_tag=tag, trial_id=trial_id)
+    """A Tune trial stand-in and the study's plan (an ablation's when ``_variants`` is given)."""
+    from ddrm.config import apply_overrides, config_from_dict
+    from ddrm.tuning.plan import StudyPlan, trial_key
+
+    variants = params.pop("_variants", {})
+    trials = {trial_key(v, params["seed"]): config_from_dict(apply_overrides(BASE, {**o, "seed": params["seed"]}))
+              for v, o in variants.items()}
+    return SimpleNamespace(config=params, experiment_tag=tag, trial_id=trial_id), StudyPlan(BASE, trials=trials)
 
 
 def test_child_runs_are_named_model_variant_seed_or_trial_and_what_it_changed():
     from ddrm.tuning.mlflow_callback import run_name_for
-    from ddrm.tuning.trainable import trial_config
 
-    def name(trial):
-        return run_name_for(trial, trial_config(trial.config))
+    def name(trial_and_plan):
+        return run_name_for(*trial_and_plan)
 
     assert name(_trial({"variant": "ddrm", "seed": 2, "_variants": {"ddrm": {}}})) == "mf/ddrm/seed2"
     assert name(_trial({"variant": "lightgcn/alone", "seed": 0,
@@ -203,9 +208,10 @@ def test_the_evaluation_at_which_asha_stops_a_trial_is_logged_as_an_epoch(tmp_pa
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     get_or_create_experiment(uri, "cb")
     parent = start_parent_run(uri, "cb", "key", {"study": "cb", "kind": "tune"})
-    callback = MLflowTrialCallback(uri, parent, "cb")
-    study = {"base": {"data": {"name": "tiny"}}, "variants": {}, "encoded": []}
-    trial = SimpleNamespace(trial_id="abc_00000", config={"_study": study, "seed": 0, "ddrm.steps": 4},
+    from ddrm.tuning.plan import StudyPlan
+
+    callback = MLflowTrialCallback(uri, parent, "cb", StudyPlan({"data": {"name": "tiny"}}))
+    trial = SimpleNamespace(trial_id="abc_00000", config={"seed": 0, "ddrm.steps": 4},
                             experiment_tag="0_steps=4")
     for epoch in (1, 2):
         callback.on_trial_result(0, [], trial, {"epoch": epoch, "recall_at_20": 0.1 * epoch, "loss": 1.0,

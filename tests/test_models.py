@@ -13,6 +13,7 @@ from ddrm.data import write_prepared
 from ddrm.data.prepared import InteractionData
 from ddrm.data.sampling import UserBatchSampler
 from ddrm.errors import ConfigError
+from ddrm.loop import BatchKind
 from ddrm.registry import get_model, model_names
 from ddrm.train import run
 
@@ -22,7 +23,7 @@ def tiny_data() -> InteractionData:
     return InteractionData(name="tiny", path=Path("."), n_users=60, n_items=40, train=train, valid=valid, test=test)
 
 
-VECTOR_MODELS = [name for name in model_names() if get_model(name).sampling == "users"]  # AdaGCL: test_adagcl
+VECTOR_MODELS = [name for name in model_names() if get_model(name).batch_kind is BatchKind.USERS]  # AdaGCL: test_adagcl
 
 
 @pytest.mark.parametrize("name", VECTOR_MODELS)

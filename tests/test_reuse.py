@@ -66,9 +66,11 @@ def test_the_trainable_replays_a_reused_trial_without_training(monkeypatch, tmp_
               "final": {"epoch": 1, "done": True, "test_recall_at_20": 0.2}}
     reported = []
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reported.append(metrics))
-    study = {"base": CONFIG, "variants": {"full": {}}, "data_dir": str(tmp_path / "absent"),
-             "cache_dir": str(tmp_path / "cache"), "reuse": {trial_key("full", 0): record}}
-    ddrm_trainable({"_study": study, "variant": "full", "seed": 0})  # training would fail: no data there
+    from ddrm.tuning.plan import StudyPlan
+
+    plan = StudyPlan(CONFIG, data_dir=str(tmp_path / "absent"), cache_dir=str(tmp_path / "cache"),
+                     reuse={trial_key("full", 0): record})
+    ddrm_trainable({"variant": "full", "seed": 0}, plan=plan)  # training would fail: no data there
     assert reported == record["history"] + [record["final"]]
 
 

@@ -67,3 +67,12 @@ def test_first_beta_option_recomputes_alpha_bar():
 def test_single_step_schedule():
     sched = NoiseSchedule(1, 1e-3, 1e-2, 0.5)
     assert 1 - sched.alpha_bar[1].item() == pytest.approx(0.5 * 1e-3)
+
+
+def test_reverse_timesteps_count_down_from_round_n_t_and_reuse_step_t_beyond_it():
+    sched = NoiseSchedule(10, 1e-4, 1e-3, 1e-2)
+    assert sched.reverse_timesteps() == list(range(10, 0, -1))
+    assert sched.reverse_timesteps(1.25) == list(range(13, 0, -1))  # round(12.5) rounds the half up
+    assert sched.reverse_timesteps(1.5, count=4) == [4, 3, 2, 1] and sched.reverse_timesteps(count=0) == []
+    x0, xt = torch.randn(2, 3), torch.randn(2, 3)
+    assert torch.equal(sched.step(x0, sched.reverse_timesteps(1.25)[0], xt), sched.step(x0, 10, xt))

@@ -91,7 +91,7 @@ def test_driver_side_pretraining_uses_the_trial_threads_and_restores_torch(study
         return _orig_fit(*args, **kwargs)
 
     monkeypatch.setattr("ddrm.train.fit_backend", fit_and_record_threads)
-    monkeypatch.setattr("ddrm.tuning.runner._ray_up", lambda: False)  # in the driver, where the patch applies
+    monkeypatch.setattr("ddrm.tuning.pretrain._ray_up", lambda: False)  # in the driver, where the patch applies
     before = torch.get_num_threads()
     assert pretrain_backends([config, config.replace({"seed": 1}), config], ctx, threads=1) == 2
     assert seen == [1, 1] and torch.get_num_threads() == before
@@ -131,13 +131,13 @@ def test_trial_threads_follow_the_cpus_ray_assigns(ray_local):
     from ddrm.tuning.trainable import trial_threads
 
     @ray.remote
-    def threads_in_worker(study):
-        return trial_threads(study)
+    def threads_in_worker(planned):
+        return trial_threads(planned)
 
     # a study planned with 1 thread, resumed where each trial gets 2 CPUs: the trial uses 2
-    assert ray.get(threads_in_worker.options(num_cpus=2).remote({"threads": 1})) == 2
-    assert ray.get(threads_in_worker.options(num_cpus=1).remote({"threads": 2})) == 1
-    assert trial_threads({"threads": 3}) == 3  # the driver holds no CPU of its own: the plan stands
+    assert ray.get(threads_in_worker.options(num_cpus=2).remote(1)) == 2
+    assert ray.get(threads_in_worker.options(num_cpus=1).remote(2)) == 1
+    assert trial_threads(3) == 3  # the driver holds no CPU of its own: the plan stands
 
 
 def test_a_spec_asking_for_more_than_the_local_ray_has_still_runs(ray_local, study_dirs, tmp_path, capsys):

@@ -18,8 +18,8 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 # What each stage runs, relative to the package root (folders: every .py file in them).
-_COMMON = ("data/prepared.py", "data/noise.py", "data/sampling.py", "train.py", "evaluation.py", "precision.py",
-           "diagnostics.py")
+_COMMON = ("data/prepared.py", "data/noise.py", "data/sampling.py", "train.py", "loop.py", "stages.py",
+           "evaluation.py", "precision.py", "diagnostics.py", "metrics.py")
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "backend": _COMMON + ("backends", "denoise"),
     "ddrm": _COMMON + ("backends", "denoise", "diffusion"),

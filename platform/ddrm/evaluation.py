@@ -13,16 +13,14 @@ import scipy.sparse as sp
 import torch
 
 from .data.prepared import InteractionData
+from .metrics import CUTOFFS, metric_name
 
-DEFAULT_KS: tuple[int, ...] = (10, 20, 50, 100)
+DEFAULT_KS: tuple[int, ...] = CUTOFFS
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # users (B,) -> scores (B, n_items)
 
 MASKED_SPLITS = {"valid": ("train",), "test": ("train", "valid")}
 
 
-def metric_name(kind: str, k: int) -> str:
-    """``recall_at_20`` style names (MLflow forbids '@')."""
-    return f"{kind}_at_{k}"
 
 
 def _dense_rows(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:

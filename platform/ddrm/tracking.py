@@ -16,7 +16,6 @@ from typing import Any
 
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-METRIC_PREFIXES = ("recall_at_", "ndcg_at_", "best_", "test_", "diag_")
 # URI schemes MLflow 3.17 has a tracking store for (a database scheme may name a driver: postgresql+psycopg2://);
 # its file store (file:, a plain path) raises unless MLFLOW_ALLOW_FILE_STORE=true
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -125,15 +124,6 @@ def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 def log_table(uri: str, run_id: str, text: str, name: str) -> None:
     _client(uri).log_text(run_id, text, name)
-
-
-def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        if key.startswith(METRIC_PREFIXES) or key in ("loss", "epoch"):
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                out[key] = float(value)
-    return out
 
 
 def _error_text(trial) -> str:

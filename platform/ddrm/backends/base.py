@@ -1,8 +1,10 @@
 """The backend contract and the shared graph propagation.
 
-A backend is an ``nn.Module`` with ``loss(users, pos, neg) -> scalar`` (its own training objective on a
-BPR batch) and ``embeddings() -> (user_emb (U, d), item_emb (I, d))``: the final embeddings that are
-scored by inner product and handed to DDRM.
+A backend is a :class:`ddrm.loop.ModelBase` (the loop's trainable-model contract) with
+``loss(users, pos, neg) -> scalar`` (its own training objective on a BPR batch) and
+``embeddings() -> (user_emb (U, d), item_emb (I, d))``: the final embeddings that are scored by inner product
+and handed to DDRM. ``start_epoch`` (a no-op by default) runs before each training epoch, e.g. SGL redraws its
+augmented views there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import nn
 
 from ..config import BackendConfig
 from ..denoise import build_loss_rule
+from ..loop import ModelBase
 
 
 def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
@@ -64,7 +67,7 @@ def propagate(graph, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int
     return total[:n_users], total[n_users:]
 
 
-class Backend(nn.Module):
+class Backend(ModelBase):
     """Base class: embedding tables, BPR loss with L2 on the batch, final embeddings."""
 
     default_layers = 0  # ``backend.layers`` when the config leaves it unset
@@ -74,8 +77,8 @@ class Backend(nn.Module):
         super().__init__()
         self.config = config
         self.n_users, self.n_items = n_users, n_items
-        self.user_emb = nn.Embedding(n_users, config.dim)
-        self.item_emb = nn.Embedding(n_items, config.dim)
+        self.user_emb = nn.Embedding(n_users, config.dim, sparse=config.sparse_grad)
+        self.item_emb = nn.Embedding(n_items, config.dim, sparse=config.sparse_grad)
         nn.init.normal_(self.user_emb.weight, std=config.init_std)
         nn.init.normal_(self.item_emb.weight, std=config.init_std)
         self.register_buffer("graph", normalized_adjacency(train), persistent=False)
@@ -98,9 +101,6 @@ class Backend(nn.Module):
         return propagate(self.graph_operator(), self.user_emb.weight, self.item_emb.weight, layers,
                          self.config.pooling)
 
-    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
-        """Hook called before each training epoch (e.g. SGL redraws its augmented views)."""
-
     def load_checkpoint(self, path: str) -> None:
         """Load a reference-code state dict (ego embeddings) into this backend; subclasses map the keys."""
         raise NotImplementedError(f"{type(self).__name__} cannot load reference checkpoints")
@@ -115,8 +115,11 @@ class Backend(nn.Module):
         The per-triple BPR losses are averaged, or reduced by the ``backend.denoise`` plug-in (T-CE / R-CE;
         DeCA replaces them by its own pointwise term on the triple's two pairs).
         """
-        all_users, all_items = self.train_embeddings()
-        u, i, j = all_users[users], all_items[pos], all_items[neg]
+        if self.config.sparse_grad:  # MF: gathered by the embedding modules, so gradients hold only these rows
+            u, i, j = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
+        else:
+            all_users, all_items = self.train_embeddings()
+            u, i, j = all_users[users], all_items[pos], all_items[neg]
         pos_scores, neg_scores = (u * i).sum(-1), (u * j).sum(-1)
         losses = nn.functional.softplus(neg_scores - pos_scores)
         if self.loss_rule is None:

@@ -52,6 +52,7 @@ from torch.nn.functional import normalize, softplus
 from ..backends.base import normalized_adjacency
 from ..backends.lightgcn import to_csr
 from ..config import ModelConfig
+from ..loop import ModelBase
 from ..registry import register_model
 
 GATE_STRETCH = (-0.45, 1.05)  # hard-concrete (gamma, zeta) of the reference code
@@ -205,10 +206,10 @@ def _set_weight_decay(optimizer: torch.optim.Optimizer, values: list[float]) -> 
 
 
 @register_model("adagcl")
-class AdaGCL(nn.Module):
+class AdaGCL(ModelBase):
     """AdaGCL (see the module docstring): ``training_step`` on BPR triples, ``scorer()`` on the encoder."""
 
-    sampling = "interaction"
+    bpr_sampling = "interaction"  # BPR triples (the default batch kind), every training pair once per epoch
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__()

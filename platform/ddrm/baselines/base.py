@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from ..config import ModelConfig
+from ..loop import BatchKind, ModelBase
 
 
 def dense_rows(matrix: sp.csr_matrix, users: torch.Tensor) -> torch.Tensor:
@@ -20,11 +20,11 @@ def dense_rows(matrix: sp.csr_matrix, users: torch.Tensor) -> torch.Tensor:
     return out.to(users.device)
 
 
-class VectorModel(nn.Module):
-    """Base of the standalone models: ``loss(users)`` on user-id batches (``sampling = "users"``) and
+class VectorModel(ModelBase):
+    """Base of the standalone models: ``loss(users)`` on user-id batches (``batch_kind = BatchKind.USERS``) and
     ``scorer()``; :meth:`rows` gives the users' training interaction vectors."""
 
-    sampling = "users"
+    batch_kind = BatchKind.USERS
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """What the closed-form standalone models share (EASE, ItemKNN, MostPop): nothing is learnt by gradient steps.
 
-``trainable = False`` tells :func:`ddrm.train.fit_model` to build no optimiser and run no epochs: it calls
+``batch_kind = BatchKind.NONE`` tells :func:`ddrm.train.fit_model` to build no optimiser and run no epochs: it calls
 :meth:`ClosedFormModel.fit_closed_form` once and evaluates at epoch 0 (validation, then test) with the same
 full-ranking evaluation and masking as every other model. The fitted matrices are plain numpy / scipy
 attributes, not parameters or buffers: the model's ``state_dict`` is empty, and refitting is deterministic.
@@ -11,17 +11,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from ..config import ModelConfig
+from ..loop import BatchKind, ModelBase
 
 
-class ClosedFormModel(nn.Module):
+class ClosedFormModel(ModelBase):
     """Base: ``X`` = the binary ``(n_users, n_items)`` training matrix (float32 CSR, a pair repeated in the
     split counts once); subclasses implement :meth:`fit_closed_form` and :meth:`score_rows`."""
 
-    trainable = False  # fit_model: no optimiser, no epochs
-    sampling = "none"  # not trained on batches (the vector-model tests select ``sampling == "users"``)
+    batch_kind = BatchKind.NONE  # fit_model: no optimiser, no epochs
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..backends.base import Backend
 from ..config import DDRMConfig
+from ..loop import ModelBase
 from ..precision import PRECISIONS, autocast
 from .denoiser import build_denoiser
 from .schedule import NoiseSchedule
@@ -27,7 +28,7 @@ def row_mean_operator(train: sp.csr_matrix) -> torch.Tensor:
     return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), size=coo.shape, check_invariants=False).coalesce()
 
 
-class DDRM(nn.Module):
+class DDRM(ModelBase):
     """Two denoisers around a backend's final embeddings.
 
     With ``freeze_backend`` the backend's embeddings are computed once and stored as buffers
@@ -145,21 +146,22 @@ class DDRM(nn.Module):
 
         start_mean: (B, d) mean of the users' training items; noise: (B, d) standard normal.
         Start from the mean (or from the noise alone with ``inference_start: noise``), noise it to step T,
-        then run T' = round(n*T) posterior-mean steps t = T'..1 with the item denoiser conditioned on the
-        user's original embedding. Steps t > T reuse step T's coefficients; the step embedding sees the
-        actual t, as in the reference code. T' = 0 returns the start itself (the no-denoiser ablation).
+        then run the posterior-mean steps t = T'..1 of :meth:`NoiseSchedule.reverse_timesteps` (T' = round(n*T)
+        or ``inference_steps``) with the item denoiser conditioned on the user's original embedding. Steps
+        t > T reuse step T's coefficients; the step embedding sees the actual t, as in the reference code.
+        T' = 0 returns the start itself (the no-denoiser ablation).
         """
         cfg = self.config
         all_users, _ = self.backend_embeddings()
         e_u = all_users[users]
-        reverse_steps = cfg.reverse_steps
+        timesteps = self.schedule.reverse_timesteps(cfg.inference_multiplier, cfg.inference_steps)
         if cfg.inference_start == "noise":
             x = noise
         else:
-            if reverse_steps == 0:
+            if not timesteps:
                 return start_mean
             x = self.schedule.add_noise(start_mean, noise, cfg.steps)
-        for step in range(reverse_steps, 0, -1):
+        for step in timesteps:
             t = torch.full((len(users),), step, device=x.device, dtype=torch.long)
             x = self.schedule.step(self.denoise(self.item_denoiser, x, t, e_u), step, x)
         return x

@@ -1,11 +1,21 @@
 """Linear-variance noise schedule with ``add_noise`` and a reverse ``step`` (diffusers-style).
 
-Steps are 1-based: ``t = 1..T``. Index 0 of every table holds t = 0 (``alpha_bar_0 = 1``).
+Steps are 1-based: ``t = 1..T``. Index 0 of every table holds t = 0 (``alpha_bar_0 = 1``). Inference may run
+more reverse steps than T (:meth:`NoiseSchedule.reverse_timesteps`); a step t > T uses step T's coefficients.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def reverse_step_count(steps: int, multiplier: float = 1.0, count: int | None = None) -> int:
+    """T' = ``count`` if given, else round(n*T) for n = ``multiplier`` with halves rounded up (n=1.25, T=10 -> 13)."""
+    if count is not None:
+        return count
+    return int(math.floor(multiplier * steps + 0.5 + 1e-9))
 
 
 class NoiseSchedule:
@@ -40,6 +50,16 @@ class NoiseSchedule:
         self.posterior_variance = betas * (1.0 - prev) / one_minus
         for table in ("posterior_coef_x0", "posterior_coef_xt", "posterior_variance"):
             getattr(self, table)[0] = 0.0
+
+    def reverse_timesteps(self, multiplier: float = 1.0, count: int | None = None) -> list[int]:
+        """The steps inference runs, in order: ``T', T'-1, ..., 1`` with T' = :func:`reverse_step_count` (like a
+        diffusers scheduler's ``set_timesteps``); empty when T' = 0.
+
+        T' may exceed T (n > 1): a step t > T reuses step T's coefficients in :meth:`add_noise` / :meth:`step`
+        (the tables are indexed at ``min(t, T)``), while a denoiser's step embedding sees the actual t, as in the
+        reference code.
+        """
+        return list(range(reverse_step_count(self.steps, multiplier, count), 0, -1))
 
     def _at(self, table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """Gather ``table[min(t, T)]`` as a ``(B, 1)`` (or scalar) tensor in ``like``'s dtype/device."""

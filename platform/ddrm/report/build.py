@@ -17,14 +17,15 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DDRMError
+from ..metrics import BEST, BEST_EPOCH, SELECTION_METRIC, TEST
 from .collect import collect_runs
 from .html import write_html
 from .plots import write_plots
 from .runs import relative_uri, write_best_config, write_runs_csv
 from .table import parse_baseline, reference_first, write_tables
 
-PARENT_METRICS = ("test_recall_at_20", "test_ndcg_at_20")  # per (model, variant), mean over seeds
-VIEW_METRICS = ("test_recall_at_20", "test_ndcg_at_20", "best_recall_at_20", "best_epoch")
+PARENT_METRICS = (TEST + SELECTION_METRIC, TEST + "ndcg_at_20")  # per (model, variant), mean over seeds
+VIEW_METRICS = (*PARENT_METRICS, BEST + SELECTION_METRIC, BEST_EPOCH)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def parent_metrics(report: Report, best: dict[str, Any] | None = None,
 
     if best is not None:
         metrics = {study_metric_name(f"best_valid_{objective}"): best["valid"].get(objective, float("nan"))}
-        metrics.update({study_metric_name("best_trial", f"test_{k}"): v for k, v in best["test"].items()
+        metrics.update({study_metric_name("best_trial", TEST + k): v for k, v in best["test"].items()
                         if v is not None})
         return metrics
     metrics = {}
@@ -105,10 +106,10 @@ def study_view(kind: str, frame: pd.DataFrame, searched: list[str] | tuple[str, 
     searched params as columns and the best value on the group's row."""
     from ..tracking import study_view_state
 
-    wanted = dict.fromkeys([*VIEW_METRICS[:2], f"best_{objective}", *VIEW_METRICS[2:]])
+    wanted = dict.fromkeys([*VIEW_METRICS[:2], BEST + objective, *VIEW_METRICS[2:]])
     metrics = [m for m in wanted if m in frame.columns]
     if kind == "tune":
-        return study_view_state(["role"], metrics, list(searched), order_by=f"best_{objective}", aggregate="max")
+        return study_view_state(["role"], metrics, list(searched), order_by=BEST + objective, aggregate="max")
     has_models = "model" in frame.columns and frame["model"].nunique() > 1
     return study_view_state(["model", "variant"] if has_models else ["variant"], metrics)
 

@@ -20,10 +20,10 @@ import pandas as pd
 import yaml
 
 from ..config import config_from_dict
+from ..metrics import BEST, FINAL_PREFIXES, TEST
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
               "reused_from")
-FINAL_PREFIXES = ("test_", "best_", "diag_")
 
 
 def relative_uri(uri: str) -> str:
@@ -94,7 +94,7 @@ def config_of(row: pd.Series) -> dict[str, Any]:
 
 def best_run(frame: pd.DataFrame, metric: str = "recall_at_20") -> pd.Series | None:
     """The row with the highest ``best_<metric>`` among runs with test metrics (trained to the end)."""
-    objective, test = f"best_{metric}", f"test_{metric}"
+    objective, test = BEST + metric, TEST + metric
     if objective not in frame.columns or test not in frame.columns:
         return None
     done = frame[frame[test].notna() & frame[objective].notna()]

@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ttest_rel
 
-TABLE_METRICS = ("test_recall_at_10", "test_recall_at_20", "test_ndcg_at_10", "test_ndcg_at_20")
-SHORT = {"test_recall_at_10": "R@10", "test_recall_at_20": "R@20", "test_ndcg_at_10": "N@10",
-         "test_ndcg_at_20": "N@20"}
+from ..metrics import DIAG, REPORT_METRICS, TEST
+
+TABLE_METRICS = tuple(TEST + m for m in REPORT_METRICS)  # test_recall_at_10, ...
+SHORT = {TEST + m: m.replace("recall_at_", "R@").replace("ndcg_at_", "N@") for m in REPORT_METRICS}
 
 
 def diagnostic_metrics(frame: pd.DataFrame) -> list[str]:
     """The ``diag_*`` columns present (denoising diagnostics, known-noise data only)."""
-    return sorted(c for c in frame.columns if c.startswith("diag_") and frame[c].notna().any())
+    return sorted(c for c in frame.columns if c.startswith(DIAG) and frame[c].notna().any())
 
 
 def paired_p_value(row: pd.DataFrame, reference: pd.DataFrame, metric: str) -> float:
@@ -95,7 +96,7 @@ def _cell(row: pd.Series, metric: str, alpha: float) -> str:
 
 def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, alpha: float = 0.01) -> str:
     """The Markdown table (mean ± std, ``*`` = significant vs the reference)."""
-    names = [SHORT.get(m, m.removeprefix("diag_")) for m in metrics]
+    names = [SHORT.get(m, m.removeprefix(DIAG)) for m in metrics]
     lines = ["| model | variant | seeds | " + " | ".join(names) + " |", "|" + "---|" * (len(metrics) + 3)]
     for _, row in summary.iterrows():
         if all(np.isnan(row[f"{m}_mean"]) for m in metrics):

@@ -9,21 +9,25 @@ import yaml
 from ray.tune import Callback
 
 from ..codeversion import final_stage, run_tags
-from ..tracking import _client, _error_text, _numeric, get_or_create_experiment
-from .reuse import REUSE_TAG, flat_params, trial_key
+from ..metrics import epoch_metrics, final_metrics, is_final
+from ..tracking import _client, _error_text, get_or_create_experiment
+from .plan import StudyPlan
+from .reuse import REUSE_TAG, flat_params
 from .spec import MODEL_SEPARATOR
-from .trainable import trial_config
 
 
 PLACEMENT_TAGS = ("node_id", "node_ip", "device")  # reported by the trainable with every result
 
 
 class MLflowTrialCallback(Callback):
-    """Child run per trial under ``parent_run_id``; safe to pickle (the client is created lazily)."""
+    """Child run per trial under ``parent_run_id``; safe to pickle (the client is created lazily). A trial's
+    config, replay record and earlier run come from the study's ``plan``."""
 
-    def __init__(self, uri: str, parent_run_id: str, experiment: str) -> None:
-        self.uri, self.parent_run_id, self.experiment = uri, parent_run_id, experiment
-        self.runs: dict[str, str] = {}
+    def __init__(self, uri: str, parent_run_id: str, experiment: str, plan: StudyPlan) -> None:
+        self.uri, self.parent_run_id, self.experiment, self.plan = uri, parent_run_id, experiment, plan
+        self.runs: dict[str, str] = {}  # Tune trial id -> run id
+        self.frozen: set[str] = set()  # runs that finished before a resume: never logged to again
+        self.last_step: dict[str, int] = {}  # run id -> the last epoch logged (each epoch is logged once)
         self._client_obj = None
         self._experiment_id: str | None = None
 
@@ -42,10 +46,9 @@ class MLflowTrialCallback(Callback):
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         client = self.client
-        resumed = trial.config.get("_study", {}).get("resumed_runs", {}).get(
-            trial_key(str(trial.config.get("variant", "trial")), trial.config.get("seed", 0)))
+        resumed = self.plan.resumed_run(trial.config)
         if resumed:  # finished before a resume from the store: the trial replays it, nothing is logged again
-            self.frozen = {*getattr(self, "frozen", set()), resumed}
+            self.frozen.add(resumed)
             self.runs[trial.trial_id] = resumed
             return resumed
         found = client.search_runs(
@@ -58,16 +61,16 @@ class MLflowTrialCallback(Callback):
         else:
             from mlflow.entities import Param
 
-            config = trial_config(trial.config)
+            config = self.plan.config(trial.config)
             variant = str(trial.config.get("variant", "trial"))
             model, _, plain = variant.rpartition(MODEL_SEPARATOR)  # "<model>/<variant>" with spec `models`
             tags = {"mlflow.parentRunId": self.parent_run_id, "parent_run": self.parent_run_id,
                     "trial_id": trial.trial_id, "variant": plain, "seed": str(config.seed), "role": "trial",
                     **({"model": model} if model else {}), **run_tags(final_stage(config))}
-            reused = trial.config.get("_study", {}).get("reuse", {}).get(trial_key(variant, config.seed))
+            reused = self.plan.replay_record(trial.config)
             if reused:
                 tags[REUSE_TAG] = reused["source"]
-            run_name = run_name_for(trial, config)
+            run_name = run_name_for(trial, self.plan)
             run_id = client.create_run(self._experiment_id, run_name=run_name, tags=tags).info.run_id
             params = [Param(k, v) for k, v in flat_params(config).items()]
             client.log_batch(run_id, params=params)
@@ -82,27 +85,24 @@ class MLflowTrialCallback(Callback):
         from mlflow.entities import Metric, RunTag
 
         run_id = self.run_for(trial)
-        if run_id in getattr(self, "frozen", ()):
+        if run_id in self.frozen:
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = _numeric(result)
         # the trainable's final report carries test metrics; Tune also sets ``done`` on the evaluation at which a
         # scheduler (ASHA) stops a trial, and that one is an epoch like any other
-        final = bool(result.get("done")) and any(k.startswith("test_") for k in result)
+        final = bool(result.get("done")) and is_final(result)
         if final:
-            metrics = {k: v for k, v in metrics.items() if k.startswith(("test_", "best_", "diag_"))}
+            metrics = final_metrics(result)
             if isinstance(result.get("gpu_max_memory_mb"), (int, float)):
                 metrics["gpu_max_memory_mb"] = float(result["gpu_max_memory_mb"])
         else:
-            metrics = {(f"valid_{k}" if k.startswith(("recall_at_", "ndcg_at_")) else k): v
-                       for k, v in metrics.items() if not k.startswith("best_")}
+            metrics = epoch_metrics(result)
             # a trial restarted from an earlier point (its node died before the driver registered a checkpoint)
             # reports epochs again with the same values: each epoch is logged once
-            last = getattr(self, "last_step", {})
-            if step <= last.get(run_id, -1):
+            if step <= self.last_step.get(run_id, -1):
                 metrics = {}
-            self.last_step = {**last, run_id: max(step, last.get(run_id, -1))}
+            self.last_step[run_id] = max(step, self.last_step.get(run_id, -1))
         # where the trial ran (the trainable reports it; the last node wins after a retry on another node)
         tags = [RunTag(k, str(result[k])) for k in PLACEMENT_TAGS if result.get(k) is not None]
         batch = [Metric(k, v, now, step) for k, v in metrics.items()]  # step = epoch: the UI draws learning curves
@@ -114,7 +114,7 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_for(trial)
-        if run_id not in getattr(self, "frozen", ()):
+        if run_id not in self.frozen:
             self.client.set_terminated(run_id, status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -138,9 +138,7 @@ def curve_metrics(history: Any, timestamp: int) -> list:
     metrics = []
     for entry in history if isinstance(history, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("epoch"), (int, float)):
-            values = _numeric(entry)
-            metrics += [Metric(f"valid_{k}" if k.startswith(("recall_at_", "ndcg_at_")) else k, v, timestamp,
-                               int(entry["epoch"])) for k, v in values.items()]
+            metrics += [Metric(k, v, timestamp, int(entry["epoch"])) for k, v in epoch_metrics(entry).items()]
     return metrics
 
 
@@ -148,16 +146,16 @@ def _short_value(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value).replace(" ", "")
 
 
-def run_name_for(trial, config) -> str:
+def run_name_for(trial, plan: StudyPlan) -> str:
     """A child run's name: ``<model>/<variant>/seed<N>`` for an ablation trial (the model being the spec's
     ``models`` entry, else ``model.name`` or ``backend.name``); for a search ``trial<N>`` (Tune's trial number,
     as in its trial folder ``ddrm_trainable_<id>_<N>_...``) and the sampled values that differ from the base
     config, e.g. ``trial7 steps=30 bpr_weight=0.4``. ``trial``: Tune's Trial (``config``, ``experiment_tag``,
-    ``trial_id``); ``config``: its validated :class:`~ddrm.config.Config`."""
-    from ..config import config_from_dict
+    ``trial_id``)."""
     from .progress import short_key
 
     params = trial.config
+    config = plan.config(params)
     if "variant" in params:
         variant = str(params["variant"])
         if MODEL_SEPARATOR not in variant:
@@ -165,7 +163,7 @@ def run_name_for(trial, config) -> str:
         return f"{variant}/seed{config.seed}"
     number = str(getattr(trial, "experiment_tag", "") or "").partition("_")[0]
     name = f"trial{int(number)}" if number.isdigit() else f"trial-{trial.trial_id}"
-    keys = [k for k in params if not k.startswith("_")]
-    flat, base = config.to_flat_dict(), config_from_dict(params["_study"]["base"]).to_flat_dict()
+    keys = list(params)
+    flat, base = config.to_flat_dict(), plan.base_config().to_flat_dict()
     changed = [f"{short_key(k, keys)}={_short_value(flat[k])}" for k in keys if k in flat and flat[k] != base.get(k)]
     return " ".join([name, *changed])

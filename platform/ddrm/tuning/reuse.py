@@ -20,7 +20,9 @@ from typing import Any
 from ..codeversion import final_stage, stage_fingerprint
 from ..config import Config
 from ..errors import ConfigError
+from ..metrics import FINAL_PREFIXES, VALID, epoch_from_logged, final_from_logged
 from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
+from .plan import trial_key  # noqa: F401 - re-exported: trials are keyed as the plan keys them
 
 PARAM_LIMIT = 6000  # MLflow's param value length limit; params are logged truncated to it
 REUSE_TAG = "reused_from"
@@ -39,11 +41,6 @@ def check_source(uri: str) -> str:
         raise ConfigError(f"--reuse-from {uri}: no such MLflow database file; expected the tracking URI of an "
                           f"existing store, e.g. sqlite:///runs/table3.db")
     return resolved
-
-
-def trial_key(variant: str, seed: int) -> str:
-    """How a study's trial is named in ``_study["reuse"]``."""
-    return f"{variant}|{int(seed)}"
 
 
 def finished_trial_runs(uri: str) -> dict[frozenset, Any]:
@@ -68,15 +65,12 @@ def replay_record(uri: str, run) -> dict[str, Any]:
     client = _client(uri)
     per_step: dict[int, dict[str, float]] = {}
     for key in run.data.metrics:
-        if key in ("epoch", "loss") or key.startswith("valid_"):
-            name = key[len("valid_"):] if key.startswith("valid_") else key
+        if key in ("epoch", "loss") or key.startswith(VALID):
             for point in client.get_metric_history(run.info.run_id, key):
-                per_step.setdefault(int(point.step), {})[name] = float(point.value)
-    history = [{"epoch": step, **values} for step, values in sorted(per_step.items())]
-    final_keys = ("test_", "best_", "diag_")
-    final = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(final_keys)}
-    final.update({k[len("best_"):]: v for k, v in final.items() if k.startswith("best_") and k != "best_epoch"})
-    final.update({"epoch": history[-1]["epoch"] if history else 0, "done": True})
+                per_step.setdefault(int(point.step), {})[key] = float(point.value)
+    history = [{"epoch": step, **epoch_from_logged(values)} for step, values in sorted(per_step.items())]
+    final = final_from_logged({k: v for k, v in run.data.metrics.items() if k.startswith(FINAL_PREFIXES)},
+                              history[-1]["epoch"] if history else 0)
     return {"source": f"{uri}#{run.info.run_id}", "history": history, "final": final}
 
 

@@ -1,9 +1,9 @@
 """Drive studies on Ray Tune: ``run_search`` (``ddrm tune``) and ``run_ablation`` (``ddrm ablate``).
 
-Before any trial starts, the driver trains every backend that several trials share (once, into the
-shared backend cache, as parallel Ray tasks), opens the MLflow parent run and then hands the trials to
-Tune. Locally Ray is started with the machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it
-joins the cluster.
+The driver builds the study's :class:`~.plan.StudyPlan` once (every trial's config, the shared constants),
+trains every backend that several trials share (once, into the shared backend cache, as parallel Ray tasks;
+:mod:`.pretrain`), opens the MLflow parent run and hands the trials to Tune. Locally Ray is started with the
+machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it joins the cluster (:mod:`.cluster`).
 """
 
 from __future__ import annotations
@@ -12,233 +12,18 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
+import pandas as pd
 
-from ..config import Config, config_from_dict, apply_overrides
-from ..data.fetch import ensure_dataset
-from ..data.prepared import resolve_data_dir
-from .spec import AblationSpec, Resources, SearchSpec
+from ..metrics import BEST, REPORT_METRICS, TEST, is_final, strip_prefix
+from .cluster import check_cluster_fits, fit_resources, init_ray  # noqa: F401 - the study API in one place
+from .plan import StudyContext, StudyPlan, encode_choice, study_context
+from .pretrain import pretrain_backends  # noqa: F401
+from .spec import MODEL_SEPARATOR, AblationSpec, Resources, SearchSpec
 
-TABLE_METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
-
-
-@dataclass
-class StudyContext:
-    storage: Path
-    cache_dir: Path
-    data_dir: Path
-    tracking_uri: str
-
-
-def _context(storage: str | None, data_dir: str | None, tracking_uri: str | None) -> StudyContext:
-    from ..tracking import resolve_tracking_uri
-
-    storage_path = Path(storage or "ray_results").resolve()
-    cache = Path(os.environ.get("DDRM_CACHE_DIR") or storage_path / "backend_cache").resolve()
-    return StudyContext(storage_path, cache, resolve_data_dir(data_dir).resolve(), resolve_tracking_uri(tracking_uri))
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    """Join a running cluster when ``RAY_ADDRESS`` is set, else start a local Ray with pinned CPUs.
-
-    The local case passes ``address="local"``: a bare ``ray.init()`` would instead join whatever cluster
-    ``<ray temp dir>/ray_current_cluster`` names (the last ``ray start`` or test cluster on this machine,
-    alive or long dead) and then refuse ``num_cpus``.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=True)
-
-
-def fit_resources(resources: Resources) -> Resources:
-    """Per-trial resources that a *local* Ray can schedule.
-
-    A trial asking for more CPUs (or GPUs) than the local Ray has would stay pending forever, so on a local
-    Ray the request is shrunk to what exists (with a notice); on a cluster (``RAY_ADDRESS`` set) it is kept,
-    since nodes may join, but must fit some node there is or that an autoscaler can add
-    (:func:`check_cluster_fits`). Returns ``resources`` unchanged when Ray is not initialised.
-    """
-    import ray
-
-    if not ray.is_initialized():
-        return resources
-    if os.environ.get("RAY_ADDRESS"):
-        check_cluster_fits(resources)
-        return resources
-    total = ray.cluster_resources()
-    cpu = min(resources.cpu, float(total.get("CPU", resources.cpu)))
-    gpu = min(resources.gpu, float(total.get("GPU", 0.0)))
-    if (cpu, gpu) != (resources.cpu, resources.gpu):
-        print(f"resources: the spec asks for cpu={resources.cpu:g}, gpu={resources.gpu:g} per trial; this local Ray "
-              f"has CPU={total.get('CPU', 0):g}, GPU={total.get('GPU', 0):g}, so each trial gets cpu={cpu:g}, "
-              f"gpu={gpu:g}", flush=True)
-    return Resources(cpu=cpu, gpu=gpu)
-
-
-WAIT_ENV = "DDRM_WAIT_FOR_RESOURCES"  # "1": start a study whose trials fit no node yet (nodes will be added by hand)
-BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` leaves the cluster config on the head
-
-
-def _autoscaler_node_types() -> list[dict[str, float] | None]:
-    """Resources of each node type an autoscaler may add (``None``: a type whose resources are not stated).
-
-    From the cluster config in the GCS (autoscaler v2, KubeRay), else from the cluster launcher's
-    ``~/ray_bootstrap_config.yaml`` on this node (``ray up``; a job's driver runs on the head). Empty when
-    no autoscaler is configured.
-    """
-    import ray._private.state
-
-    try:
-        config = ray._private.state.state.get_cluster_config()
-    except Exception:  # an older GCS without the key, or no GCS access
-        config = None
-    if config is not None and config.node_group_configs:
-        return [dict(g.resources) or None for g in config.node_group_configs if g.max_count != 0]
-    path = Path(BOOTSTRAP_CONFIG).expanduser()
-    if not path.is_file():
-        return []
-    try:
-        launcher = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-    head = launcher.get("head_node_type")
-    return [dict(t.get("resources") or {}) or None for name, t in (launcher.get("available_node_types") or {}).items()
-            if name != head and t.get("max_workers", launcher.get("max_workers", 0))]
-
-
-def check_cluster_fits(resources: Resources) -> None:
-    """On a cluster: one :class:`ConfigError` line when no alive node, and no node type an autoscaler may add,
-    has ``resources`` (e.g. GPUs asked for on a CPU-only cluster) — otherwise Tune would wait forever.
-
-    ``DDRM_WAIT_FOR_RESOURCES=1`` skips the check (nodes to be added by hand with ``ray start --address``).
-    """
-    import ray
-
-    from ..errors import ConfigError
-
-    if os.environ.get(WAIT_ENV) == "1":
-        return
-    need = {"CPU": resources.cpu, "GPU": resources.gpu}
-
-    def fits(have: dict[str, float] | None) -> bool:
-        return have is None or all(float(have.get(k, 0.0)) >= v for k, v in need.items() if v > 0)
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(fits(n) for n in nodes):
-        return
-    types = _autoscaler_node_types()
-    if any(fits(t) for t in types):
-        print(f"resources: no node has cpu={resources.cpu:g}, gpu={resources.gpu:g} yet; trials wait for the "
-              f"autoscaler to add one", flush=True)
-        return
-    have = ", ".join(sorted({f"CPU {n.get('CPU', 0):g} GPU {n.get('GPU', 0):g}" for n in nodes})) or "none"
-    raise ConfigError(
-        f"each trial asks for cpu={resources.cpu:g}, gpu={resources.gpu:g}, but no node of the Ray cluster at "
-        f"{os.environ.get('RAY_ADDRESS')} has that (nodes: {have}) and no autoscaler is configured to add one; "
-        f"lower resources (--cpus-per-trial / --gpus-per-trial), add such a node, or set {WAIT_ENV}=1 to wait for "
-        f"one")
-
-
-def _encode(value: Any) -> Any:
-    """Optuna/Tune choices must be scalars: lists travel as YAML strings (decoded in :func:`decode`)."""
-    return yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, (list, dict)) else value
-
-
-def decode(params: dict[str, Any], encoded: list[str]) -> dict[str, Any]:
-    return {k: (yaml.safe_load(v) if k in encoded and isinstance(v, str) else v) for k, v in params.items()}
-
-
-def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | None = None,
-                      min_uses: int = 1) -> int:
-    """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new.
-
-    Skipped: standalone models (they train no backend), reference checkpoints, backends already cached, and
-    backends fewer than ``min_uses`` of ``configs`` need (an ablation passes 2: a backend only one trial uses
-    is trained inside that trial, in parallel with the others, and reports its own per-epoch curve).
-    ``threads``: torch threads per training (a trial's CPU share). With Ray up and several backends to
-    train, each is a Ray task holding ``threads`` CPUs, so they run side by side on the study's CPUs.
-    """
-    from .. import cache
-    from .. import train as training
-
-    os.environ["DDRM_CACHE_DIR"] = str(ctx.cache_dir)
-    datasets: dict[Any, Any] = {}  # DataConfig -> its loaded split: one load per distinct split, not per trial
-    first: dict[str, Config] = {}
-    uses: dict[str, int] = {}
-    for config in configs:
-        ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
-        if config.model.name or config.backend.checkpoint:
-            continue
-        if config.data not in datasets:
-            datasets[config.data] = training.load_dataset(config, ctx.data_dir)
-        key = training.backend_cache_key(config, datasets[config.data])
-        first.setdefault(key, config)
-        uses[key] = uses.get(key, 0) + 1
-    todo = [c for k, c in first.items() if uses[k] >= min_uses and not cache.has_entry(k, ctx.cache_dir)]
-    if todo:
-        print(f"pretraining {len(todo)} backend(s) shared by several trials before the trials start", flush=True)
-    trained = done = 0
-
-    def finished(config: Config, message: str, ok: bool) -> None:
-        nonlocal trained, done
-        trained, done = trained + ok, done + 1
-        print(f"{'pretrained' if ok else 'warning: pretraining'} backend {config.backend.name} seed "
-              f"{config.seed}{'' if ok else ' failed'} ({done}/{len(todo)}): {message}", flush=True)
-
-    if len(todo) > 1 and _ray_up():
-        import ray
-
-        task = ray.remote(num_cpus=max(1, threads or 1), max_retries=0)(_pretrain_one)
-        pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads): c for c in todo}
-        while pending:  # report each backend as it finishes, not all at the end
-            (ready,), _ = ray.wait(list(pending), num_returns=1)
-            finished(pending.pop(ready), *ray.get(ready))
-    else:
-        for config in todo:
-            finished(config, *_pretrain_one(config, str(ctx.data_dir), str(ctx.cache_dir), threads,
-                                            datasets[config.data]))
-    return trained
-
-
-def _ray_up() -> bool:
-    import ray
-
-    return ray.is_initialized()
-
-
-def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | None,
-                  data: Any = None) -> tuple[str, bool]:
-    """Train one backend into the cache (a Ray task or in the driver); ``(message, trained)``."""
-    import torch
-
-    from .. import train as training
-    from .progress import evaluation_printer
-
-    os.environ["DDRM_CACHE_DIR"] = cache_dir
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        data = data if data is not None else training.load_dataset(config, data_dir)
-        shown = evaluation_printer(f"pretraining-{config.backend.name}-seed{config.seed}")  # a line per evaluation
-        _, result = training.fit_backend(config, data, torch.device("cpu"), callback=shown, progress=False)
-    except training.TrainingDiverged as exc:  # the trials that need it will fail on their own
-        return str(exc), False
-    finally:
-        torch.set_num_threads(previous_threads)
-    return (f"valid recall_at_20 {result.valid.get('recall_at_20', float('nan')):.4f} ({result.seconds:.0f}s)",
-            not result.from_cache)
+_context = study_context  # the name tests and older callers use
 
 
 def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> str:
@@ -250,10 +35,11 @@ def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> 
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _tuner(trainable_params: dict[str, Any], spec_name: str, ctx: StudyContext, resources, max_failures: int,
-           callback, tune_config, resume: bool, searched: list[str] | None = None):
-    """The study's Tuner (restored from ``ctx.storage`` on ``resume``). Its console table (:mod:`.progress`):
-    variant and seed (an ablation) or the ``searched`` keys, then epoch and the validation objective."""
+def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: StudyContext, resources: Resources,
+           max_failures: int, callback, tune_config, resume: bool, searched: list[str] | None = None):
+    """The study's Tuner (restored from ``ctx.storage`` on ``resume``); the trainable gets ``plan`` through
+    ``tune.with_parameters``. Its console table (:mod:`.progress`): variant and seed (an ablation) or the
+    ``searched`` keys, then epoch and the validation objective."""
     from ray import tune
 
     from .progress import ablation_reporter, search_reporter, use_classic_output
@@ -261,44 +47,44 @@ def _tuner(trainable_params: dict[str, Any], spec_name: str, ctx: StudyContext, 
 
     use_classic_output()  # else Tune's new output ignores the reporter and prints every trial's whole config
     objective = tune_config.metric or "recall_at_20"
-    reporter = (ablation_reporter(objective) if "variant" in trainable_params else
-                search_reporter(searched or [k for k in trainable_params if not k.startswith("_") and k != "seed"],
-                                objective))
-    trainable = tune.with_resources(ddrm_trainable, {"cpu": resources.cpu, "gpu": resources.gpu})
+    reporter = ablation_reporter(objective) if searched is None else search_reporter(searched, objective)
+    trainable = tune.with_resources(tune.with_parameters(ddrm_trainable, plan=plan),
+                                    {"cpu": resources.cpu, "gpu": resources.gpu})
     path = ctx.storage / spec_name
     if resume and tune.Tuner.can_restore(str(path)):
         print(f"resuming study from {path}", flush=True)
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
-                                  param_space=trainable_params)
+                                  param_space=param_space)
     if resume:
         print(f"nothing to resume at {path}; starting a new study", flush=True)
     run_config = tune.RunConfig(
         name=spec_name, storage_path=str(ctx.storage), callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1, progress_reporter=reporter)
-    return tune.Tuner(trainable, param_space=trainable_params, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _study_params(base: dict[str, Any], ctx: StudyContext, resources, variants=None, encoded=None) -> dict:
-    return {"base": base, "variants": variants or {}, "data_dir": str(ctx.data_dir), "cache_dir": str(ctx.cache_dir),
-            "threads": max(1, int(math.ceil(resources.cpu))), "encoded": encoded or []}
+def _threads(resources: Resources) -> int:
+    """Planned torch threads per trial: its CPU share, rounded up."""
+    return max(1, int(math.ceil(resources.cpu)))
 
 
-def _previous_row(trial, encoded: list[str]) -> dict[str, Any]:
+def _previous_row(trial) -> dict[str, Any]:
     """A trial finished before a resume from the tracking store, as a row of :func:`_rows` (``done``; the
     selection metrics are the logged validation values of its chosen epoch)."""
-    metrics = {k[len("best_"):]: v for k, v in trial.metrics.items() if k.startswith("best_")}
-    metrics.update({k: v for k, v in trial.metrics.items() if k.startswith(("test_", "epoch"))})
+    metrics = strip_prefix(BEST, trial.metrics, keep=[k for k in trial.metrics if k.startswith((TEST, "epoch"))])
     return {"config": dict(trial.point), "metrics": {**metrics, "done": True}, "error": None, "done": True}
 
 
 def _rows(results) -> list[dict[str, Any]]:
+    """One row per Tune result: its ``config`` (param_space values), ``metrics``, ``error`` and ``done`` (trained
+    to the end: its final report with test metrics arrived)."""
     rows = []
     for result in results:
         config = dict(result.config or {})
         metrics = dict(result.metrics or {})
         rows.append({"config": config, "metrics": metrics, "error": str(result.error) if result.error else None,
-                     "done": bool(metrics.get("done")) and any(k.startswith("test_") for k in metrics)})
+                     "done": bool(metrics.get("done")) and is_final(metrics)})
     return rows
 
 
@@ -319,6 +105,30 @@ def _publish(ctx: StudyContext, name: str, parent: str, kind: str, best: dict[st
 
 
 # ----------------------------------------------------------------------------------------- search
+def _optuna_space(spec: SearchSpec) -> dict[str, Any]:
+    """The spec's space as Optuna distributions (list-valued choices encoded: :func:`.plan.encode_choice`)."""
+    import optuna
+
+    space = {}
+    for key, dist in spec.space.items():
+        if dist["type"] == "choice":
+            space[key] = optuna.distributions.CategoricalDistribution([encode_choice(v) for v in dist["values"]])
+        elif dist["type"] == "randint":
+            space[key] = optuna.distributions.IntDistribution(dist["low"], dist["high"] - 1)
+        else:
+            space[key] = optuna.distributions.FloatDistribution(dist["low"], dist["high"],
+                                                                 log=dist["type"] == "loguniform")
+    return space
+
+
+def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> StudyPlan:
+    """The plan of a search: its base config and which searched keys carry list-valued choices."""
+    encoded = tuple(k for k, d in spec.space.items()
+                    if d["type"] == "choice" and any(isinstance(v, (list, dict)) for v in d["values"]))
+    return StudyPlan(base=spec.base, data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir),
+                     threads=_threads(resources), encoded=encoded)
+
+
 def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
                data_dir: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial."""
@@ -331,37 +141,25 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     from .. import tracking
     from .mlflow_callback import MLflowTrialCallback
 
-    ctx = _context(storage, data_dir, tracking_uri)
-    encoded = [k for k, d in spec.space.items() if d["type"] == "choice" and any(isinstance(v, (list, dict))
-                                                                              for v in d["values"])]
+    ctx = study_context(storage, data_dir, tracking_uri)
     resources = fit_resources(spec.resources)
-    params: dict[str, Any] = {"_study": _study_params(spec.base, ctx, resources, encoded=encoded)}
-    searches_backend = any(k.startswith("backend.") for k in spec.space)
-    base_config = config_from_dict(spec.base)
-    if not searches_backend and base_config.ddrm.enabled:
-        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx,
-                          threads=params["_study"]["threads"])
+    plan = search_plan(spec, ctx, resources)
+    base_config = plan.base_config()
+    if not any(k.startswith("backend.") for k in spec.space) and base_config.ddrm.enabled:
+        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx, threads=plan.threads)
     key = _study_key("tune", spec.name, {"base": spec.base, "space": spec.space, "mode": spec.mode}, ctx.storage)
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "tune", "mode": spec.mode, "spec": spec.source,
-                                        "threads_per_trial": str(params["_study"]["threads"])})
-    num_samples, previous = spec.num_samples, []
-    search_alg = None
+                                        "threads_per_trial": str(plan.threads)})
+    num_samples, previous, search_alg = spec.num_samples, [], None
+    param_space: dict[str, Any] = {}
     if spec.mode == "grid":
-        for key, dist in spec.space.items():
-            params[key] = tune.grid_search([_encode(v) for v in dist["values"]])
-        params["seed"] = tune.grid_search(list(spec.seeds))
+        for name, dist in spec.space.items():
+            param_space[name] = tune.grid_search([encode_choice(v) for v in dist["values"]])
+        param_space["seed"] = tune.grid_search(list(spec.seeds))
     else:
-        space = {}
-        for key, dist in spec.space.items():
-            if dist["type"] == "choice":
-                space[key] = optuna.distributions.CategoricalDistribution([_encode(v) for v in dist["values"]])
-            elif dist["type"] == "randint":
-                space[key] = optuna.distributions.IntDistribution(dist["low"], dist["high"] - 1)
-            else:
-                space[key] = optuna.distributions.FloatDistribution(dist["low"], dist["high"],
-                                                                     log=dist["type"] == "loguniform")
-        params["seed"] = spec.seeds[0]
+        space = _optuna_space(spec)
+        param_space["seed"] = spec.seeds[0]
         if resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name)):  # Tune's folder is gone
             from .warmstart import previous_trials
 
@@ -382,61 +180,75 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=search_alg, scheduler=scheduler,
                                   num_samples=num_samples,
                                   max_concurrent_trials=spec.max_concurrent if spec.mode == "grid" else None)
-    callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
+    callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     rows = []
     if num_samples:
-        tuner = _tuner(params, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
+        tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
                        resume and not previous, searched=list(spec.space))
         rows = _rows(tuner.fit())
-    rows += [_previous_row(p, encoded) for p in previous if "test_" + spec.metric in p.metrics]
+    rows += [_previous_row(p) for p in previous if TEST + spec.metric in p.metrics]
     finished = [r for r in rows if r["done"]]
-    status = "FINISHED" if finished else "FAILED"
     best = max(finished, key=lambda r: r["metrics"].get(spec.metric, -1.0)) if finished else None
     summary = {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent,
                "trials": len(rows), "finished": len(finished), "errored": sum(1 for r in rows if r["error"]),
                "epochs_spent": int(sum(r["metrics"].get("epoch", 0) for r in rows)), "best": None}
     if best is not None:
-        sampled = {k: v for k, v in decode(best["config"], encoded).items() if not k.startswith("_")}
-        summary["best"] = {"params": sampled, "valid": {k: best["metrics"][k] for k in TABLE_METRICS},
-                           "test": {k: best["metrics"].get(f"test_{k}") for k in TABLE_METRICS}}
+        summary["best"] = {"params": plan.decode(best["config"]),
+                           "valid": {k: best["metrics"][k] for k in REPORT_METRICS},
+                           "test": {k: best["metrics"].get(TEST + k) for k in REPORT_METRICS}}
     tracking.log_table(ctx.tracking_uri, parent, json.dumps(summary, indent=2, default=str), "summary.json")
     if best is not None:  # the report of the search, the best trial's objective and test metrics on the parent
         result = {"valid": {spec.metric: best["metrics"].get(spec.metric)}, "test": summary["best"]["test"]}
         summary["report"] = _publish(ctx, spec.name, parent, "tune", result, list(spec.space), spec.metric)
-    tracking.finish_run(ctx.tracking_uri, parent, status)
+    tracking.finish_run(ctx.tracking_uri, parent, "FINISHED" if finished else "FAILED")
     return summary
 
 
 # --------------------------------------------------------------------------------------- ablation
-def ablation_table(spec: AblationSpec, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """Markdown table: mean ± std of test metrics over seeds per variant (failed trials counted apart)."""
-    per_variant: dict[str, list[dict[str, float]]] = {name: [] for name in spec.variants}
-    failed: dict[str, int] = {name: 0 for name in spec.variants}
+def ablation_table(spec: AblationSpec, plan: StudyPlan, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The end-of-study table (:mod:`ddrm.report.table`: mean ± std of the test metrics over seeds per variant,
+    ``*`` against the spec's reference) and per-variant stats ``{variant: {n, failed, test: {metric: {mean,
+    std, values}}}}``; failed trials are counted apart."""
+    from ..report.table import TABLE_METRICS, markdown, summarize
+
+    records, failed = [], {name: 0 for name in spec.variants}
     for row in rows:
         variant = row["config"].get("variant")
-        if variant not in per_variant:
+        if variant not in failed:
             continue
-        if row["done"]:
-            per_variant[variant].append(row["metrics"])
-        else:
+        if not row["done"]:
             failed[variant] += 1
-    header = "| variant | seeds | " + " | ".join(TABLE_METRICS) + " |"
-    lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2)]
-    data: dict[str, Any] = {}
-    for name, runs in per_variant.items():
-        cells, stats = [], {}
+            continue
+        config = plan.config(row["config"])
+        model, _, plain = variant.rpartition(MODEL_SEPARATOR)
+        records.append({"model": model or config.model.name or config.backend.name, "variant": plain,
+                        "full_name": variant, "seed": config.seed,
+                        **{m: row["metrics"].get(m) for m in TABLE_METRICS}})
+    frame = pd.DataFrame(records, columns=["model", "variant", "full_name", "seed", *TABLE_METRICS])
+    text = markdown(summarize(frame, spec.reference, list(TABLE_METRICS)), list(TABLE_METRICS), spec.reference)
+    if any(failed.values()):
+        text += "\n" + ", ".join(f"{name}: {n} failed" for name, n in failed.items() if n) + " (not counted)"
+    stats: dict[str, Any] = {}
+    for name in spec.variants:
+        group = frame[frame["full_name"] == name]
+        per_metric = {}
         for metric in TABLE_METRICS:
-            values = np.array([r[f"test_{metric}"] for r in runs], dtype=float)
+            values = group[metric].dropna().to_numpy(dtype=float)
             if len(values):
-                std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-                cells.append(f"{values.mean():.4f}" + (f" ± {std:.4f}" if len(values) > 1 else ""))  # no std of 1
-                stats[metric] = {"mean": float(values.mean()), "std": std, "values": values.tolist()}
-            else:
-                cells.append("—")
-        seeds = f"{len(runs)}" + (f" ({failed[name]} failed)" if failed[name] else "")
-        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-        data[name] = {"n": len(runs), "failed": failed[name], "test": stats}
-    return "\n".join(lines), data
+                per_metric[metric[len(TEST):]] = {"mean": float(values.mean()),
+                                                  "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                                                  "values": values.tolist()}
+        stats[name] = {"n": len(group), "failed": failed[name], "test": per_metric}
+    return text, stats
+
+
+def ablation_plan(spec: AblationSpec, ctx: StudyContext, resources: Resources) -> StudyPlan:
+    """The plan of an ablation: every (variant, seed) trial's config, built once from the spec."""
+    from .plan import trial_key
+
+    return StudyPlan(base=spec.base, data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir),
+                     threads=_threads(resources),
+                     trials={trial_key(v, s): c for (v, s), c in spec.configs().items()})
 
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
@@ -454,55 +266,50 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
 
     from .. import tracking
     from .mlflow_callback import MLflowTrialCallback
+    from .plan import trial_key
 
-    ctx = _context(storage, data_dir, tracking_uri)
-    configs = [config_from_dict(apply_overrides(spec.base, {**spec.variants[v], "seed": s})) for v, s in spec.trials]
+    ctx = study_context(storage, data_dir, tracking_uri)
     resources = fit_resources(spec.resources)
-    study = _study_params(spec.base, ctx, resources, variants=spec.variants)
-    from .reuse import trial_key
-
+    plan = ablation_plan(spec, ctx, resources)
+    trials = [(v, s, c) for (v, s), c in spec.configs().items()]
+    reuse: dict[str, Any] = {}
     if reuse_from:
         from .reuse import check_source, explain_misses, find_reusable
 
-        study["reuse"] = find_reusable([(v, s, c) for (v, s), c in zip(spec.trials, configs)],
-                                       [check_source(uri) for uri in reuse_from])
-        print(f"reusing {len(study['reuse'])} of {len(spec.trials)} trials (identical config, FINISHED) from "
-              f"{', '.join(reuse_from)}" + "".join(f"\n  {k} <- {r['source']}" for k, r in study["reuse"].items()),
-              flush=True)
-        misses = explain_misses([(v, s, c) for (v, s), c in zip(spec.trials, configs)],
-                                [check_source(uri) for uri in reuse_from], study["reuse"])
+        sources = [check_source(uri) for uri in reuse_from]
+        reuse = find_reusable(trials, sources)
+        print(f"reusing {len(reuse)} of {len(trials)} trials (identical config, FINISHED) from "
+              f"{', '.join(reuse_from)}" + "".join(f"\n  {k} <- {r['source']}" for k, r in reuse.items()), flush=True)
+        misses = explain_misses(trials, sources, reuse)
         if misses:
             print("\n".join(f"  {k} not reused: {why}" for k, why in misses.items()), flush=True)
     key = _study_key("ablate", spec.name, {"base": spec.base, "variants": spec.variants, "seeds": spec.seeds},
                      ctx.storage)
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "ablate", "spec": spec.source,
-                                        "threads_per_trial": str(study["threads"]),
+                                        "threads_per_trial": str(plan.threads),
                                         "reference": spec.reference or "", "baseline": spec.baseline or ""})
     restarting = resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name))
+    resumed_runs: dict[str, str] = {}
     if restarting:  # Tune's folder is gone: finished trials replay into their runs, the others train
         from .reuse import replay_record
         from .warmstart import finished_ablation_trials
 
         done_before = finished_ablation_trials(ctx.tracking_uri, parent)
-        study["resumed_runs"] = {k: run.info.run_id for k, run in done_before.items()}
-        study["reuse"] = {**study.get("reuse", {}),
-                          **{k: replay_record(ctx.tracking_uri, run) for k, run in done_before.items()}}
-        print(f"resuming from the tracking store: {len(done_before)} of {len(spec.trials)} trials finished before "
+        resumed_runs = {k: run.info.run_id for k, run in done_before.items()}
+        reuse.update({k: replay_record(ctx.tracking_uri, run) for k, run in done_before.items()})
+        print(f"resuming from the tracking store: {len(done_before)} of {len(trials)} trials finished before "
               f"and are replayed, not trained", flush=True)
-    if study.get("reuse"):  # replayed trials need no backend
-        configs = [c for (v, s), c in zip(spec.trials, configs) if trial_key(v, s) not in study["reuse"]]
-    pretrain_backends(configs, ctx, threads=study["threads"], min_uses=2)
-    if crash_once_marker:
-        study["crash_once_marker"] = crash_once_marker
-    params = {"_study": study,
-              "variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
+    plan = plan.with_changes(reuse=reuse, resumed_runs=resumed_runs, crash_once_marker=crash_once_marker)
+    pretrain_backends([c for v, s, c in trials if trial_key(v, s) not in reuse],  # replayed trials need none
+                      ctx, threads=plan.threads, min_uses=2)
+    param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
-    callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name)
-    tuner = _tuner(params, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
+    callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
+    tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
                    resume and not restarting)
     rows = _rows(tuner.fit())
-    table, stats = ablation_table(spec, rows)
+    table, stats = ablation_table(spec, plan, rows)
     tracking.log_table(ctx.tracking_uri, parent, table + "\n", "table.md")  # the report's table.md replaces it
     done = sum(1 for r in rows if r["done"])
     report = _publish(ctx, spec.name, parent, "ablate") if done else None

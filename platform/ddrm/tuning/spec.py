@@ -103,6 +103,12 @@ class AblationSpec:
     trials: list[tuple[str, int]] = field(default_factory=list)
     baseline: str | None = None  # "<model>/<variant>": the report also tests every row against it
 
+    def configs(self) -> dict[tuple[str, int], Config]:
+        """``{(variant, seed): Config}`` of every trial, in trial order (``variant`` is ``<model>/<variant>``
+        with a ``models`` block): the one place an ablation's configs are built."""
+        return {(v, s): config_from_dict(apply_overrides(self.base, {**self.variants[v], "seed": s}))
+                for v, s in self.trials}
+
 
 def _fail(source: str, message: str) -> None:
     raise ConfigError(f"{source}: {message}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..metrics import BEST, VALID
 from ..tracking import _client, search_all_runs
 
 
@@ -83,7 +84,7 @@ def previous_trials(uri: str, parent_run_id: str, space: dict[str, Any], metric:
     found: list[PreviousTrial] = []
     for run in finished_children(uri, parent_run_id):
         metrics = dict(run.data.metrics)
-        reward = metrics.get(f"best_{metric}", metrics.get(f"valid_{metric}"))
+        reward = metrics.get(BEST + metric, metrics.get(VALID + metric))
         if reward is None:
             continue
         point: dict[str, Any] = {}
