@@ -3,8 +3,9 @@
 # tracking store, docs/results/tuned_ml1m/mlruns.db (not committed: a database stays out of git). Every call
 # resumes: a search whose Tune folder is gone continues from that store, never training a finished trial twice.
 # After each search its report (table, runs.csv = the committed per-run record, best_config.yaml) is rewritten
-# under docs/results/tuned_ml1m/. A search cut off by a session's end continues on the same machine only; the
-# committed runs.csv and best_config.yaml of finished searches are what later steps need.
+# under docs/results/tuned_ml1m/<search>/, and every SNAPSHOT_MINUTES (10) while it runs, so its finished trials
+# can be committed as they land. On a machine without the store, the committed runs.csv is imported first
+# (--import-runs): a search cut off by a session's end continues from what is committed.
 #
 #   bash bench/tuned_ml1m.sh ../shared/datasets ease_ml1m itemknn_ml1m mf_ml1m_ddrm ...   # named searches
 #   bash bench/tuned_ml1m.sh ../shared/datasets                                           # all, in order
@@ -24,11 +25,24 @@ if [ ${#SEARCHES[@]} -eq 0 ]; then
             sgl_ml1m_ddrm mf_ml1m_tce lightgcn_ml1m_tce sgl_ml1m_tce mf_ml1m_rce lightgcn_ml1m_rce sgl_ml1m_rce
             multivae_ml1m diffrec_ml1m)
 fi
+SNAPSHOT_MINUTES=${SNAPSHOT_MINUTES:-10}
 for name in "${SEARCHES[@]}"; do
   echo "=== $name ($(date -u +%H:%M:%S))"
   start=$(date +%s)
+  committed=()
+  if [ -f "$OUT/$name/runs.csv" ]; then committed=(--import-runs "$OUT/$name/runs.csv"); fi
+  (  # the report of the running search, now and then: its finished trials, ready to commit
+    while sleep $(( SNAPSHOT_MINUTES * 60 )); do
+      ddrm report "$name" --tracking-uri "$STORE" --out "$OUT/$name" > /dev/null 2>&1 || true
+    done
+  ) &
+  snapshots=$!
+  status=0
   ddrm tune "search_spaces/$name.yaml" --data-dir "$DATA_DIR" --tracking-uri "$STORE" \
-      --storage ray_results/tuned_ml1m --num-cpus 2 --cpus-per-trial 1 --max-concurrent 2 --resume
-  echo "=== $name took $(( $(date +%s) - start )) s"
+      --storage ray_results/tuned_ml1m --num-cpus 2 --cpus-per-trial 1 --max-concurrent 2 --resume \
+      "${committed[@]}" || status=$?
+  kill "$snapshots" 2>/dev/null || true
+  echo "=== $name took $(( $(date +%s) - start )) s (exit $status)"
   ddrm report "$name" --tracking-uri "$STORE" --out "$OUT/$name"
+  [ "$status" -eq 0 ] || exit "$status"
 done

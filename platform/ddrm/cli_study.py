@@ -24,6 +24,9 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="Tune results folder, shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    p.add_argument("--import-runs", metavar="RUNS_CSV",
+                   help="with --resume: first log the finished trials of this committed runs.csv (ddrm report's) that "
+                        "the tracking store lacks, so a study whose store was lost continues without retraining them")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all cores); ignored on a cluster")
     p.add_argument("--cpus-per-trial", type=float,
                    help="CPUs (and torch threads) per trial, replacing the spec's resources.cpu")
@@ -96,9 +99,16 @@ def _report_hint(summary: dict[str, Any]) -> str | None:
 
 
 def _check_study_outputs(args: argparse.Namespace) -> None:
-    """Before Ray starts: the tracking URI is one MLflow has a store for (and its server answers), and the
-    Tune storage folder can be written."""
+    """Before Ray starts: the tracking URI is one MLflow has a store for (and its server answers), the Tune
+    storage folder can be written, and an ``--import-runs`` file (only with ``--resume``) is a runs.csv."""
+    from .errors import ConfigError
     from .tracking import check_tracking_server, resolve_tracking_uri
+    from .tuning.importer import read_runs_csv
+
+    if args.import_runs:
+        if not args.resume:
+            raise ConfigError(f"--import-runs {args.import_runs}: only with --resume (it continues a study)")
+        read_runs_csv(args.import_runs)
 
     check_tracking_server(resolve_tracking_uri(args.tracking_uri))
     _check_writable(Path(args.storage or "ray_results"), "--storage")
@@ -147,7 +157,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     init_ray(args.num_cpus)
     with _tracking_server_watch(args.tracking_uri):
         summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
-                             resume=args.resume)
+                             resume=args.resume, import_runs=args.import_runs)
     print(f"study {spec.name}: {summary['finished']}/{summary['trials']} trials finished, {summary['errored']} errored, "
           f"{summary['epochs_spent']} epochs spent")
     if summary["best"] is None:
@@ -192,7 +202,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     init_ray(args.num_cpus)
     with _tracking_server_watch(args.tracking_uri):
         summary = run_ablation(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
-                               resume=args.resume, reuse_from=args.reuse_from)
+                               resume=args.resume, reuse_from=args.reuse_from, import_runs=args.import_runs)
     print(f"ablation {spec.name}: {summary['finished']}/{summary['trials']} trials finished, "
           f"{summary['errored']} errored; test metrics, mean ± std over seeds:")
     print(summary["table"])

@@ -18,7 +18,7 @@ import pandas as pd
 from ..errors import DDRMError
 from ..tracking import _client, search_all_runs
 
-RUN_TAGS = ("reused_from", "code_fingerprint", "git_commit")  # provenance columns (empty when a run lacks the tag)
+RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit")  # provenance columns (empty when a run lacks the tag)
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
 
 

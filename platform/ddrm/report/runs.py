@@ -1,7 +1,9 @@
 """Every number traceable: ``runs.csv`` (one row per run) and a search's ``best_config.yaml``.
 
-``runs.csv`` columns: ``model, variant, seed, run_id, tracking_store, git_commit, code_fingerprint, reused_from``,
-then every final metric (``test_*``, ``best_*``, ``diag_*``) and every param (``param.<dotted key>``).
+``runs.csv`` columns: ``model, variant, seed, run_id, tracking_store, git_commit, code_fingerprint, reused_from,
+imported_from``, ``epoch`` (the last evaluated), every final metric (``test_*``, ``best_*``, ``diag_*``), the last
+logged validation metrics (``valid_*``; for a trial ASHA stopped, the value it was judged on) and every param
+(``param.<dotted key>``) — everything a study needs to continue from the file alone (``--import-runs``).
 Paths are written relative to the working directory (the repository when run from its root), never absolute.
 
 ``best_config.yaml``: the config of the trial with the highest validation objective (``best_<metric>``, the
@@ -20,10 +22,10 @@ import pandas as pd
 import yaml
 
 from ..config import config_from_dict
-from ..metrics import BEST, FINAL_PREFIXES, TEST
+from ..metrics import BEST, FINAL_PREFIXES, TEST, VALID
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
-              "reused_from")
+              "reused_from", "imported_from")
 
 
 def relative_uri(uri: str) -> str:
@@ -45,7 +47,8 @@ def runs_table(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
     for column in ID_COLUMNS:
         if column not in out.columns:
             out[column] = ""
-    metrics = sorted(c for c in out.columns if c.startswith(FINAL_PREFIXES))
+    metrics = (["epoch"] if "epoch" in out.columns else []) + sorted(
+        c for c in out.columns if c.startswith((*FINAL_PREFIXES, VALID)))
     params = sorted(c for c in out.columns if c.startswith("param."))
     if "param.data.dir" in out.columns:
         out["param.data.dir"] = out["param.data.dir"].map(

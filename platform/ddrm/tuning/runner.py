@@ -64,6 +64,16 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
+def _import(ctx: StudyContext, parent: str, runs_csv: str | None, variants=()) -> None:
+    """Log the rows of a committed ``runs.csv`` missing from the store under ``parent`` (:mod:`.importer`)."""
+    if not runs_csv:
+        return
+    from .importer import import_runs
+
+    count = import_runs(ctx.tracking_uri, parent, runs_csv, variants)
+    print(f"imported {count} finished trial(s) from {runs_csv} into the tracking store", flush=True)
+
+
 def _threads(resources: Resources) -> int:
     """Planned torch threads per trial: its CPU share, rounded up."""
     return max(1, int(math.ceil(resources.cpu)))
@@ -130,8 +140,11 @@ def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> St
 
 
 def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
-               data_dir: str | None = None, resume: bool = False) -> dict[str, Any]:
-    """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial."""
+               data_dir: str | None = None, resume: bool = False, import_runs: str | None = None) -> dict[str, Any]:
+    """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial.
+
+    ``import_runs`` (with ``resume``): a committed ``runs.csv`` of this search whose rows missing from the store
+    are logged into it first (:mod:`.importer`), so a search whose store was lost continues from the file."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -162,6 +175,8 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
         param_space["seed"] = spec.seeds[0]
         if resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name)):  # Tune's folder is gone
             from .warmstart import previous_trials
+
+            _import(ctx, parent, import_runs)
 
             previous = previous_trials(ctx.tracking_uri, parent, space, spec.metric)
             num_samples = max(0, spec.num_samples - len(previous))
@@ -253,8 +268,11 @@ def ablation_plan(spec: AblationSpec, ctx: StudyContext, resources: Resources) -
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
                  data_dir: str | None = None, resume: bool = False,
-                 crash_once_marker: str | None = None, reuse_from: list[str] | None = None) -> dict[str, Any]:
+                 crash_once_marker: str | None = None, reuse_from: list[str] | None = None,
+                 import_runs: str | None = None) -> dict[str, Any]:
     """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats.
+
+    ``import_runs`` (with ``resume``): as for :func:`run_search`; the imported finished trials are replayed.
 
     ``reuse_from``: tracking URIs whose FINISHED trial runs with the same complete config are replayed
     instead of retrained (see :mod:`.reuse`).
@@ -295,6 +313,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
         from .reuse import replay_record
         from .warmstart import finished_ablation_trials
 
+        _import(ctx, parent, import_runs, spec.variants)
         done_before = finished_ablation_trials(ctx.tracking_uri, parent)
         resumed_runs = {k: run.info.run_id for k, run in done_before.items()}
         reuse.update({k: replay_record(ctx.tracking_uri, run) for k, run in done_before.items()})

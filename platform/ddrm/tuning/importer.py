@@ -1,0 +1,98 @@
+"""Continue a study from its committed ``runs.csv`` when its tracking store is gone (``--import-runs``).
+
+Only what is committed lasts between sessions, and a tracking store (a database) stays out of git; a study's
+``runs.csv`` (:mod:`ddrm.report.runs`) holds, per finished trial, its params, final metrics, last validation
+metrics, epoch and provenance. :func:`import_runs` logs each row not yet in the store as a FINISHED trial run
+under the study's parent run (tag ``imported_from = <original store>#<run id>``), so the usual resume from the
+store (:mod:`.warmstart`) then tells a search's sampler those trials, or replays an ablation's, and trains only
+the rest. A row already present (same run id, or imported before) is skipped, so importing into the store
+the file came from changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from ..errors import ConfigError
+from ..metrics import FINAL_PREFIXES, VALID
+from ..tracking import _client, search_all_runs
+
+IMPORT_TAG = "imported_from"
+PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from")
+REQUIRED = ("model", "variant", "seed", "run_id", "tracking_store")
+
+
+def read_runs_csv(path: str | Path) -> pd.DataFrame:
+    """The rows of a ``runs.csv``, every cell as written (strings; empty cells ``""``); one ConfigError line
+    when the file is missing or lacks the columns ``runs.csv`` has."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--import-runs {path}: no such file; expected a runs.csv written by ddrm report")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ConfigError(f"--import-runs {path}: not a CSV file ({exc})") from None
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"--import-runs {path}: missing column(s) {missing}; expected a runs.csv written by "
+                          f"ddrm report (columns {list(REQUIRED)}, metrics, param.*)")
+    return frame
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _source(row: pd.Series) -> str:
+    """Where the row's run was trained: its own ``imported_from``, else ``<tracking_store>#<run_id>``."""
+    return row.get("imported_from") or f"{row['tracking_store']}#{row['run_id']}"
+
+
+def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_variants: Iterable[str] = ()) -> int:
+    """Log the rows of ``path`` (a ``runs.csv``) missing from ``uri`` as FINISHED trial runs under
+    ``parent_run_id``; returns how many were imported. ``plan_variants``: an ablation's trial variants
+    (``<model>/<variant>`` with a spec ``models`` block): a row whose ``model/variant`` is one of them gets the
+    ``model`` tag, as the study's own runs do."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    frame = read_runs_csv(path)
+    client = _client(uri)
+    parent = client.get_run(parent_run_id)
+    experiment_id = parent.info.experiment_id
+    known = search_all_runs(client, [experiment_id], "tags.role = 'trial'")
+    present = {r.info.run_id for r in known} | {r.data.tags.get(IMPORT_TAG) for r in known}
+    searched = parent.data.tags.get("kind") == "tune"
+    wanted = set(plan_variants)
+    imported = 0
+    for _, row in frame.iterrows():
+        if row["run_id"] in present or _source(row) in present:
+            continue
+        full = f"{row['model']}/{row['variant']}"
+        tags = {"mlflow.parentRunId": parent_run_id, "parent_run": parent_run_id, "role": "trial",
+                "variant": "trial" if searched else row["variant"], "seed": str(row["seed"]),
+                IMPORT_TAG: _source(row), **{t: row[t] for t in PROVENANCE_TAGS if row.get(t)},
+                **({"model": row["model"]} if full in wanted else {})}
+        run_name = row["variant"] if searched else f"{full}/seed{row['seed']}"
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        epoch = _number(row.get("epoch", "")) or 0.0
+        now = int(time.time() * 1000)
+        metrics = [Metric(column, value, now, int(epoch)) for column, text in row.items()
+                   if (column == "epoch" or str(column).startswith((*FINAL_PREFIXES, VALID)))
+                   and (value := _number(text)) is not None]
+        params = [Param(str(c)[len("param."):], text) for c, text in row.items() if str(c).startswith("param.")]
+        for start in range(0, max(len(metrics), len(params), 1), 100):
+            client.log_batch(run_id, metrics=metrics[start:start + 100], params=params[start:start + 100],
+                             tags=[RunTag("imported", "true")] if start == 0 else [])
+        client.set_terminated(run_id, status="FINISHED")
+        present.add(_source(row))
+        imported += 1
+    return imported
