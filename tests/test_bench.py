@@ -32,7 +32,12 @@ def test_bench_run_quick(shared_datasets, tmp_path):
     assert min(scale["mf_epoch_s"], scale["ddrm_epoch_s"], scale["evaluation_s"]) > 0
     tune = results["tune"]
     assert tune["finished"] == tune["trials"] == 4 and 0 < tune["first_report_s"] < tune["study_wall_s"]
-    assert "| DDRM training (MF, released) |" in done.stdout and "| Tune overhead |" in done.stdout
+    assert "| DDRM training (MF, released, fp32) |" in done.stdout and "| Tune overhead |" in done.stdout
+    # every DDRM figure in both dtypes, each against the GEMM rate of its own dtype; the host recorded
+    assert "| DDRM training (MF, released, bf16) |" in done.stdout and results["gemm"]["bf16"]["gflops"] > 0
+    assert train["bf16"]["precision"] == "bf16" and train["bf16"]["gemm_share"] > 0
+    assert results["ddrm_eval"]["bf16"]["seconds"] > 0 and scale["bf16"]["ddrm_epoch_s"] > 0
+    assert results["host"]["cpu_model"] and "bf16_flags" in results["host"]
 
 
 def test_loss_terms_prints_both_terms_of_sgl(tmp_path):

@@ -150,3 +150,23 @@ def test_shipped_specs_are_valid(folder, loader):
     assert paths, f"no specs in {folder}/"
     for path in paths:
         loader(path)
+
+
+def test_a_model_may_carry_its_own_settings_of_a_variant(tmp_path):
+    """Each backend's searched DDRM config is that model's row of the one `tuned_ddrm` variant."""
+    text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0]\nreference: alone\n"
+            "variants: {alone: {ddrm.enabled: false}, tuned_ddrm: {ddrm.epochs: 20}}\n"
+            "models: {mf: {backend.name: mf, settings: {tuned_ddrm: {ddrm.steps: 10}}},\n"
+            "         lightgcn: {backend.name: lightgcn, settings: {tuned_ddrm: {ddrm.steps: 40, ddrm.epochs: 9}}}}\n")
+    spec = load_ablation_spec(write(tmp_path, text))
+    assert spec.variants["mf/tuned_ddrm"] == {"backend.name": "mf", "ddrm.epochs": 20, "ddrm.steps": 10}
+    assert spec.variants["lightgcn/tuned_ddrm"]["ddrm.epochs"] == 9  # the model's own setting wins
+    assert spec.variants["lightgcn/alone"] == {"backend.name": "lightgcn", "ddrm.enabled": False}
+    assert spec.configs()[("lightgcn/tuned_ddrm", 0)].ddrm.steps == 40
+    assert list(load_ablation_spec(write(tmp_path, text), only_variants=["alone"]).variants) == [
+        "mf/alone", "lightgcn/alone"]  # settings of a variant left out by --variants are fine
+    with pytest.raises(ConfigError, match=r"key 'models.mf.settings'.*expected a mapping from variants"):
+        load_ablation_spec(write(tmp_path, text.replace("settings: {tuned_ddrm: {ddrm.steps: 10}}",
+                                                        "settings: {nope: {ddrm.steps: 10}}")))
+    with pytest.raises(ConfigError, match="variant 'mf/tuned_ddrm'"):
+        load_ablation_spec(write(tmp_path, text.replace("ddrm.steps: 10", "ddrm.steps: 0")))

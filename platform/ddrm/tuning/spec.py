@@ -30,6 +30,8 @@ Ablation::
       mf: {backend.name: mf}
       sgl: {backend.name: sgl, ddrm.steps: 50}
       ease: {model.name: ease, variants: [full]}   # `variants`: cross only these with this model
+      lightgcn: {backend.name: lightgcn, settings: {full: {ddrm.steps: 40}}}  # this model's own settings
+                                  # of a variant (e.g. each backend's searched DDRM config), on top of both
 
 With ``models`` the trials are model x variant x seed; internally each pair is the variant
 ``"<model>/<variant>"`` (model overrides first, the variant's on top), logged to MLflow with the tags
@@ -59,6 +61,7 @@ ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "baseline", "
                  "description", "expected_minutes", "models"}
 MODEL_SEPARATOR = "/"  # "<model>/<variant>" names the trials of a spec with `models`
 MODEL_VARIANTS_KEY = "variants"  # in a `models` entry: the variants crossed with that model (default: all)
+MODEL_SETTINGS_KEY = "settings"  # in a `models` entry: {variant: overrides} for that model's row of the variant
 SCHEDULER_KEYS = {"type", "grace_period", "max_t", "reduction_factor"}
 VALID_METRICS = {f"{kind}_at_{k}" for kind in ("recall", "ndcg") for k in (10, 20, 50, 100)}
 
@@ -318,6 +321,11 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
     variants: dict[str, dict[str, Any]] = {}
     for model, model_changes in models.items():
         crossed = model_changes.pop(MODEL_VARIANTS_KEY, None)  # this model's rows: a subset of the variants
+        own = model_changes.pop(MODEL_SETTINGS_KEY, None) or {}  # this model's settings of some variants
+        every = _named_overrides(variants_raw, "variants", source)  # before --variants narrows them
+        if not isinstance(own, Mapping) or any(v not in every or not isinstance(o, Mapping) for v, o in own.items()):
+            _fail(source, f"key 'models.{model}.{MODEL_SETTINGS_KEY}': {own!r} is not allowed; expected a mapping "
+                          f"from variants {sorted(every)} to dotted overrides")
         if crossed is not None and (not isinstance(crossed, list) or not crossed
                                     or any(v not in _named_overrides(variants_raw, "variants", source) for v in crossed)):
             _fail(source, f"key 'models.{model}.{MODEL_VARIANTS_KEY}': {crossed!r} is not allowed; expected a "
@@ -328,8 +336,9 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
             if crossed is not None and name not in crossed:
                 continue
             full_name = f"{model}{MODEL_SEPARATOR}{name}" if model else name
-            _check_point(base, {**model_changes, **changes}, source, f"variant {full_name!r}")
-            variants[full_name] = {**model_changes, **changes}
+            merged = {**model_changes, **changes, **own.get(name, {})}
+            _check_point(base, merged, source, f"variant {full_name!r}")
+            variants[full_name] = merged
     if seeds is None:
         seed_list = _seeds(raw.get("seeds", [0]), source)
     elif isinstance(seeds, int):
