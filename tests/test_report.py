@@ -1,5 +1,6 @@
 """``ddrm report`` on a synthetic MLflow experiment: values and stars against a direct scipy computation."""
 
+import math
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,3 +203,17 @@ def test_plots_skip_a_sweep_with_nothing_to_draw(tmp_path):
     written = write_plots(frame, tmp_path)
     assert tmp_path / "bars.png" in written and all(p.is_file() for p in written)
     assert written == [tmp_path / "bars.png"]  # each key's partner at its mode leaves only ASHA-stopped trials
+
+
+def test_a_difference_that_is_the_same_on_every_seed_gets_no_t_test():
+    """Two deterministic rows (ItemKNN vs EASE): the gap is exact, not a seed effect; no p, no mark."""
+    import pandas as pd
+
+    from ddrm.report.table import paired_p_value
+
+    frame = pd.DataFrame({"seed": [0, 1, 2], "test_recall_at_20": [0.13, 0.13, 0.13]})
+    reference = pd.DataFrame({"seed": [0, 1, 2], "test_recall_at_20": [0.12, 0.12, 0.12]})
+    assert math.isnan(paired_p_value(frame, reference, "test_recall_at_20"))
+    assert paired_p_value(reference, reference, "test_recall_at_20") == 1.0
+    varied = pd.DataFrame({"seed": [0, 1, 2], "test_recall_at_20": [0.14, 0.15, 0.16]})
+    assert paired_p_value(varied, reference, "test_recall_at_20") < 0.05

@@ -2,7 +2,8 @@
 
 For each (model, variant) row other than the reference and each metric, the seeds the row shares with
 ``(model, reference)`` are paired and ``scipy.stats.ttest_rel`` is applied; a ``*`` marks p < ``alpha``
-(default 0.01, DESIGN §3). Fewer than two shared seeds give no test (p empty).
+(default 0.01, DESIGN §3). Fewer than two shared seeds give no test (p empty), and neither does a difference
+that is the same on every seed (two deterministic rows, e.g. ItemKNN against EASE: exact, not a seed effect).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def paired_p_value(row: pd.DataFrame, reference: pd.DataFrame, metric: str) -> f
     diff = paired[metric].to_numpy() - paired[f"{metric}_ref"].to_numpy()
     if np.allclose(diff, 0.0):
         return 1.0  # identical on every seed: no difference at all (scipy would give NaN)
+    if np.allclose(diff, diff[0]):
+        return float("nan")  # the same difference on every seed (deterministic rows): exact, not a seed test
     return float(ttest_rel(paired[metric], paired[f"{metric}_ref"]).pvalue)
 
 
