@@ -76,6 +76,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = run(config, data=data, progress=not args.quiet, use_cache=not args.no_cache, callback=report)
     payload = result.to_json()
+    from .report.runs import relative_path  # a metrics.json may be committed: no absolute machine paths in it
+
+    for holder, field in ((payload["config"]["data"], "dir"), (payload["info"], "dataset")):
+        if isinstance(holder.get(field), str):
+            holder[field] = relative_path(holder[field])
     write_json_atomic(out / "metrics.json", payload)
     first = config.model.name or "backend"
     columns = {f"{first} valid": result.backend.valid, f"{first} test": result.backend.test}
