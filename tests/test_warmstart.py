@@ -113,3 +113,55 @@ def test_an_ablation_resumed_without_its_tune_folder_replays_finished_trials_int
     for key in (("full", "0"), ("full", "1"), ("item_only", "0")):  # replayed into the same run, not re-logged
         history = client.get_metric_history(runs[key].info.run_id, "valid_recall_at_20")
         assert [m.step for m in history] == [1, 2]
+
+
+GRID = """name: warm_grid
+mode: grid
+seeds: [0, 1]
+metric: recall_at_20
+base:
+  data: {name: tiny}
+  train: {epochs: 2, batch_size: 64, patience: 5}
+  backend: {lr: 0.01}
+  ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01}
+space:
+  ddrm.steps: {type: choice, values: [2, 4]}
+  ddrm.hidden_dims: {type: choice, values: [[8, 16], [4, 8]]}
+scheduler: {type: fifo}
+max_concurrent: 2
+resources: {cpu: 1, gpu: 0}
+"""
+
+
+def test_a_grid_search_resumed_without_its_tune_folder_trains_only_its_missing_points(ray_local, tmp_path,
+                                                                                       capsys):
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    dirs = {"storage": str(tmp_path / "ray"), "tracking_uri": uri, "data_dir": str(tmp_path / "data")}
+    (tmp_path / "g.yaml").write_text(GRID)
+    first = run_search(load_search_spec(tmp_path / "g.yaml"), **dirs)
+    assert first["finished"] == 8  # 2 × 2 points × 2 seeds
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("warm_grid").experiment_id
+    runs = client.search_runs([experiment], "tags.role = 'trial'")
+    lost = [r for r in runs if r.data.params["ddrm.steps"] == "4" and r.data.params["seed"] == "1"
+            and r.data.params["ddrm.hidden_dims"] == "[4, 8]"]
+    assert len(lost) == 1
+    client.update_run(lost[0].info.run_id, status="RUNNING")  # running when the machine went away
+    shutil.rmtree(tmp_path / "ray")
+
+    second = run_search(load_search_spec(tmp_path / "g.yaml"), resume=True, **dirs)
+    assert "7 finished trial(s) of warm_grid are kept without training; 1 grid point(s) left to run" in (
+        capsys.readouterr().out)
+    after = client.search_runs([experiment], "tags.role = 'trial'")
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    assert len(finished) == 8 and second["finished"] == 8  # the lost point retrained, nothing else
+    new = [r for r in finished if r.info.run_id not in {x.info.run_id for x in runs}]
+    assert [(r.data.params["ddrm.steps"], r.data.params["ddrm.hidden_dims"], r.data.params["seed"])
+            for r in new] == [("4", "[4, 8]", "1")]
+    best_valid = max(r.data.metrics["best_recall_at_20"] for r in finished)
+    assert second["best"]["valid"]["recall_at_20"] == pytest.approx(best_valid)
+
+    third = run_search(load_search_spec(tmp_path / "g.yaml"), resume=True, **dirs)  # nothing left: no trial runs
+    assert third["finished"] == 8
+    assert len(client.search_runs([experiment], "tags.role = 'trial'")) == len(after)

@@ -131,6 +131,35 @@ def _optuna_space(spec: SearchSpec) -> dict[str, Any]:
     return space
 
 
+def _grid_remainder(spec: SearchSpec, ctx: StudyContext, parent: str, grid: dict[str, list[Any]],
+                    import_runs: str | None):
+    """A grid search resumed from the tracking store: ``(search_alg, num_samples, previous)`` — a variant
+    generator of the grid points no finished trial holds (one trial each; None when there are none), how many
+    they are, and the finished trials (:mod:`.warmstart`)."""
+    from ray.tune.search import BasicVariantGenerator
+
+    from .warmstart import previous_trials, remaining_grid_points
+
+    _import(ctx, parent, import_runs)
+    previous = previous_trials(ctx.tracking_uri, parent, _optuna_space(spec), spec.metric, with_seed=True)
+    todo = remaining_grid_points(grid, list(spec.seeds), spec.num_samples, previous)
+    print(f"resuming from the tracking store: {len(previous)} finished trial(s) of {spec.name} are kept without "
+          f"training; {len(todo)} grid point(s) left to run", flush=True)
+    search_alg = BasicVariantGenerator(points_to_evaluate=todo, max_concurrent=spec.max_concurrent) if todo else None
+    return search_alg, len(todo), previous
+
+
+def _stored_rows(spec: SearchSpec, ctx: StudyContext, parent: str, rows: list[dict[str, Any]]) -> list[dict]:
+    """Rows (:func:`_previous_row`) of the finished trials under ``parent`` in the tracking store that are not
+    among Tune's ``rows``: trials of an earlier session, so a resumed search's best is over the whole study."""
+    from .warmstart import previous_trials
+
+    seen = {str(r["metrics"].get("trial_id")) for r in rows}
+    stored = previous_trials(ctx.tracking_uri, parent, _optuna_space(spec), spec.metric,
+                             with_seed=spec.mode == "grid")
+    return [_previous_row(p) for p in stored if p.trial_id not in seen and TEST + spec.metric in p.metrics]
+
+
 def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> StudyPlan:
     """The plan of a search: its base config and which searched keys carry list-valued choices."""
     encoded = tuple(k for k, d in spec.space.items()
@@ -167,9 +196,11 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     num_samples, previous, search_alg = spec.num_samples, [], None
     param_space: dict[str, Any] = {}
     if spec.mode == "grid":
-        for name, dist in spec.space.items():
-            param_space[name] = tune.grid_search([encode_choice(v) for v in dist["values"]])
+        grid = {name: [encode_choice(v) for v in dist["values"]] for name, dist in spec.space.items()}
+        param_space = {name: tune.grid_search(values) for name, values in grid.items()}
         param_space["seed"] = tune.grid_search(list(spec.seeds))
+        if resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name)):  # Tune's folder is gone
+            search_alg, num_samples, previous = _grid_remainder(spec, ctx, parent, grid, import_runs)
     else:
         space = _optuna_space(spec)
         param_space["seed"] = spec.seeds[0]
@@ -192,16 +223,17 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.scheduler["max_t"],
                                   grace_period=spec.scheduler["grace_period"],
                                   reduction_factor=spec.scheduler["reduction_factor"], stop_last_trials=False)
+    grid_limit = spec.max_concurrent if spec.mode == "grid" and search_alg is None else None  # else the generator's
     tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=search_alg, scheduler=scheduler,
-                                  num_samples=num_samples,
-                                  max_concurrent_trials=spec.max_concurrent if spec.mode == "grid" else None)
+                                  num_samples=num_samples, max_concurrent_trials=grid_limit)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     rows = []
     if num_samples:
         tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
                        resume and not previous, searched=list(spec.space))
         rows = _rows(tuner.fit())
-    rows += [_previous_row(p) for p in previous if TEST + spec.metric in p.metrics]
+    if resume:  # the store's finished trials that Tune's (restored or new) experiment does not hold
+        rows += _stored_rows(spec, ctx, parent, rows)
     finished = [r for r in rows if r["done"]]
     best = max(finished, key=lambda r: r["metrics"].get(spec.metric, -1.0)) if finished else None
     summary = {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent,

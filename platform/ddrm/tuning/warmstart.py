@@ -4,7 +4,8 @@ Only what is committed lasts between sessions: the MLflow store of a search hold
 the study's parent run, the sampled values (params) and what Tune saw (per-epoch validation metrics, and the
 final best/test metrics of trials that trained to the end). :func:`previous_trials` turns the FINISHED ones
 into Optuna's ``points_to_evaluate`` + ``evaluated_rewards``, so the resumed search is told their results
-without training them again, and runs only the remaining ``num_samples``. Trials that were still RUNNING when
+without training them again, and runs only the remaining ``num_samples``; a grid search runs only its points
+no finished trial holds (:func:`remaining_grid_points`). Trials that were still RUNNING when
 the driver died lost their Tune checkpoints with the folder: they are marked FAILED (tag ``interrupted``) and
 sampled anew. ASHA's rungs start empty: resumed trials are compared only with each other for early stopping.
 An ablation resumed the same way replays its finished (variant, seed) trials into their existing runs
@@ -13,6 +14,7 @@ An ablation resumed the same way replays its finished (variant, seed) trials int
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ class PreviousTrial:
     point: dict[str, Any]  # the sampled value of every searched key, as the searcher encodes it
     reward: float  # the objective Tune saw last (best validation value for a trial that trained to the end)
     metrics: dict[str, float] = field(default_factory=dict)
+    trial_id: str = ""  # Tune's id of the trial that logged the run
 
 
 def _match_choice(text: str, choices: list[Any]) -> Any:
@@ -74,8 +77,10 @@ def finished_ablation_trials(uri: str, parent_run_id: str) -> dict[str, Any]:
     return found
 
 
-def previous_trials(uri: str, parent_run_id: str, space: dict[str, Any], metric: str) -> list[PreviousTrial]:
-    """FINISHED trial runs under ``parent_run_id`` whose logged params fit ``space`` (Optuna distributions).
+def previous_trials(uri: str, parent_run_id: str, space: dict[str, Any], metric: str,
+                    with_seed: bool = False) -> list[PreviousTrial]:
+    """FINISHED trial runs under ``parent_run_id`` whose logged params fit ``space`` (Optuna distributions);
+    ``with_seed``: each point also holds the trial's ``seed`` (a grid repeats its points over seeds).
 
     Runs still RUNNING are marked FAILED with the tag ``interrupted``: their Tune state is gone.
     """
@@ -95,7 +100,22 @@ def previous_trials(uri: str, parent_run_id: str, space: dict[str, Any], metric:
                     point[key] = _match_choice(text, list(dist.choices))
                 else:
                     point[key] = type(dist.low)(yaml.safe_load(text))
+            if with_seed:
+                point["seed"] = int(run.data.params["seed"])
         except KeyError:
             continue  # a run of another space under the same parent: not this search's trial
-        found.append(PreviousTrial(run.info.run_id, point, float(reward), metrics))
+        found.append(PreviousTrial(run.info.run_id, point, float(reward), metrics, run.data.tags.get("trial_id", "")))
     return found
+
+
+def remaining_grid_points(grid: dict[str, list[Any]], seeds: list[int], repeats: int,
+                          previous: list[PreviousTrial]) -> list[dict[str, Any]]:
+    """The points of a grid search still to train: every combination of ``grid``'s (encoded) values and each
+    seed, ``repeats`` times over, less one occurrence per finished ``previous`` trial (points with ``seed``)."""
+    keys = list(grid)
+    todo = [{**dict(zip(keys, values)), "seed": seed}
+            for _ in range(repeats) for seed in seeds for values in itertools.product(*(grid[k] for k in keys))]
+    for trial in previous:
+        if trial.point in todo:
+            todo.remove(trial.point)
+    return todo
