@@ -77,6 +77,12 @@ def final_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in finite_numbers(result).items() if k.startswith(FINAL_PREFIXES)}
 
 
+def is_record_column(name: str) -> bool:
+    """Whether a logged metric is a column of a study's per-run record (``runs.csv``): ``epoch``, the final
+    report's metrics and the last validation values."""
+    return name == "epoch" or name.startswith((*FINAL_PREFIXES, VALID))
+
+
 def final_from_logged(logged: Mapping[str, float], last_epoch: int) -> dict[str, Any]:
     """A final report rebuilt from a run's logged final metrics (:func:`final_metrics`): those, the selected
     epoch's validation metrics bare (from ``best_``), ``epoch`` and ``done`` — what the trainable reported."""

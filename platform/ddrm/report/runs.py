@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from ..config import config_from_dict
-from ..metrics import BEST, FINAL_PREFIXES, TEST, VALID
+from ..metrics import BEST, TEST, is_record_column
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
               "reused_from", "imported_from")
@@ -48,7 +48,7 @@ def runs_table(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
         if column not in out.columns:
             out[column] = ""
     metrics = (["epoch"] if "epoch" in out.columns else []) + sorted(
-        c for c in out.columns if c.startswith((*FINAL_PREFIXES, VALID)))
+        c for c in out.columns if is_record_column(c) and c != "epoch")
     params = sorted(c for c in out.columns if c.startswith("param."))
     if "param.data.dir" in out.columns:
         out["param.data.dir"] = out["param.data.dir"].map(

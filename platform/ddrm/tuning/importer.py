@@ -19,7 +19,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ConfigError
-from ..metrics import FINAL_PREFIXES, VALID
+from ..metrics import is_record_column
 from ..tracking import _client, search_all_runs
 
 IMPORT_TAG = "imported_from"
@@ -86,8 +86,7 @@ def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_variants: I
         epoch = _number(row.get("epoch", "")) or 0.0
         now = int(time.time() * 1000)
         metrics = [Metric(column, value, now, int(epoch)) for column, text in row.items()
-                   if (column == "epoch" or str(column).startswith((*FINAL_PREFIXES, VALID)))
-                   and (value := _number(text)) is not None]
+                   if is_record_column(str(column)) and (value := _number(text)) is not None]
         params = [Param(str(c)[len("param."):], text) for c, text in row.items() if str(c).startswith("param.")]
         for start in range(0, max(len(metrics), len(params), 1), 100):
             client.log_batch(run_id, metrics=metrics[start:start + 100], params=params[start:start + 100],
