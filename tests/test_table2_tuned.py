@@ -53,3 +53,26 @@ def test_a_row_is_its_searchs_best_config(row):
                  and k != "backend.denoise"]
     differing = {k: (mine[k], best[k]) for k in keys if mine[k] != best[k]}
     assert not differing, f"{'/'.join(row)} differs from {best_file}: {differing}"
+
+
+@pytest.mark.parametrize("row", [r for r in SOURCES], ids=["/".join(r) for r in SOURCES])
+def test_a_rows_seed_0_run_reproduces_its_searchs_best_trial(row):
+    """Seed 0 of a table row is its search's best config rerun in a fresh trial: the same test metrics as that
+    search's best trial (both committed runs.csv files; the best trial named in best_config.yaml's header)."""
+    import pandas as pd
+
+    table = REPO_ROOT / "docs" / "results" / "table2_tuned" / "runs.csv"
+    best_file = RESULTS / SOURCES[row] / "best_config.yaml"
+    if not table.is_file() or not best_file.is_file():
+        pytest.skip(f"{'/'.join(row)}: no committed table runs or search result yet")
+    runs = pd.read_csv(table)
+    mine = runs[(runs["model"] == row[0]) & (runs["variant"] == row[1]) & (runs["seed"] == 0)]
+    if mine.empty:
+        pytest.skip(f"{'/'.join(row)}: seed 0 not in {table} yet")
+    best_run = best_file.read_text().split("run ", 1)[1].split(" ", 1)[0]
+    search = pd.read_csv(RESULTS / SOURCES[row] / "runs.csv")
+    best = search[search["run_id"] == best_run]
+    assert len(best) == 1, f"the best trial {best_run} of {best_file} is not in its runs.csv"
+    for metric in ("test_recall_at_20", "test_ndcg_at_20"):
+        assert mine[metric].iloc[0] == pytest.approx(best[metric].iloc[0], rel=1e-6), (
+            f"{'/'.join(row)} seed 0 {metric} {mine[metric].iloc[0]} != its search's best {best[metric].iloc[0]}")
