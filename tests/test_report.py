@@ -217,3 +217,19 @@ def test_a_difference_that_is_the_same_on_every_seed_gets_no_t_test():
     assert paired_p_value(reference, reference, "test_recall_at_20") == 1.0
     varied = pd.DataFrame({"seed": [0, 1, 2], "test_recall_at_20": [0.14, 0.15, 0.16]})
     assert paired_p_value(varied, reference, "test_recall_at_20") < 0.05
+
+
+def test_pairs_csv_tests_every_pair_of_variants_within_a_model(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, truth = make_experiment(uri)
+    out = tmp_path / "report"
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(out)]) == 0
+    pairs = pd.read_csv(out / "pairs.csv")
+    variants = ["base", "better", "same", "ratio_0.2", "ratio_0.4"]
+    assert len(pairs) == 10 * len(METRICS)  # 5 variants: 10 unordered pairs, each metric
+    row = pairs[(pairs["a"] == "same") & (pairs["b"] == "better") & (pairs["metric"] == "test_ndcg_at_20")].iloc[0]
+    same = [truth[("same", s, "test_ndcg_at_20")] for s in SEEDS]
+    better = [truth[("better", s, "test_ndcg_at_20")] for s in SEEDS]
+    assert row["n_seeds"] == 5 and row["mean_diff"] == pytest.approx(np.mean(same) - np.mean(better), rel=1e-4)
+    assert row["p"] == pytest.approx(ttest_rel(same, better).pvalue, rel=1e-4)
+    assert set(pairs["a"]) | set(pairs["b"]) == set(variants)

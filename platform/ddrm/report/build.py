@@ -1,7 +1,8 @@
 """One report folder from MLflow runs: what ``ddrm report`` writes, and what every study writes when it ends.
 
 :func:`build_report` collects the trial runs of an experiment (or of one parent run) and writes into one
-folder ``table.md``/``table.csv`` (mean ± std over seeds, paired t-tests), the plots, ``runs.csv`` (one row
+folder ``table.md``/``table.csv`` (mean ± std over seeds, paired t-tests), ``pairs.csv`` (every within-model pair
+of variants tested), the plots, ``runs.csv`` (one row
 per run), ``best_config.yaml`` (searches) and, on request, ``report.html``. :func:`publish_study` is the end
 of ``ddrm ablate``/``ddrm tune``: it builds the report of the study's experiment into
 ``<storage>/<study>/report/``, logs its files as artifacts of the study's parent run together with the
@@ -65,7 +66,7 @@ def build_report(uri: str, target: str, out: Path, reference: str | None = None,
         raise DDRMError(f"--baseline '{base[0]}/{base[1]}' is not a (model/variant) row of '{target}'; rows: {rows}")
     text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})", baseline=base)
     plots = write_plots(frame, out)
-    files = [out / "table.md", out / "table.csv", *plots, write_runs_csv(frame, out, uri)]
+    files = [out / "table.md", out / "table.csv", out / "pairs.csv", *plots, write_runs_csv(frame, out, uri)]
     best = write_best_config(frame, out, facts)
     if best is not None:
         files.append(best)

@@ -87,6 +87,23 @@ def summarize(frame: pd.DataFrame, reference: str | None = None,
     return pd.DataFrame(rows)
 
 
+def pairwise(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Every pair of variants within a model (``a`` after ``b`` in first-seen order), per metric: the mean
+    difference ``a − b`` over the seeds they share, how many, and the paired t-test p (:func:`paired_p_value`);
+    one row each — the tests a reader asks for beyond the reference (e.g. DDRM against the mean of liked items)."""
+    rows = []
+    for model, rows_of_model in frame.groupby("model", sort=False):
+        groups = list(rows_of_model.groupby("variant", sort=False))
+        for i, (variant_a, a) in enumerate(groups):
+            for variant_b, b in groups[:i]:
+                for metric in metrics:
+                    paired = a[["seed", metric]].merge(b[["seed", metric]], on="seed").dropna()
+                    diff = (paired[f"{metric}_x"] - paired[f"{metric}_y"]).mean() if len(paired) else float("nan")
+                    rows.append({"model": model, "a": variant_a, "b": variant_b, "metric": metric,
+                                 "mean_diff": diff, "n_seeds": len(paired), "p": paired_p_value(a, b, metric)})
+    return pd.DataFrame(rows, columns=["model", "a", "b", "metric", "mean_diff", "n_seeds", "p"])
+
+
 def _cell(row: pd.Series, metric: str, alpha: float) -> str:
     if np.isnan(row[f"{metric}_mean"]):
         return "–"
@@ -113,7 +130,8 @@ def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, a
 
 def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, alpha: float = 0.01,
                  title: str = "", baseline: tuple[str, str] | None = None) -> str:
-    """Write ``table.md`` (test metrics, then diagnostics when present) and ``table.csv``; return the Markdown."""
+    """Write ``table.md`` (test metrics, then diagnostics when present), ``table.csv`` and ``pairs.csv`` (every
+    within-model pair of variants tested, :func:`pairwise`); return the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in TABLE_METRICS if m in frame.columns]
     diagnostics = diagnostic_metrics(frame)
@@ -134,4 +152,5 @@ def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, a
     text = "\n".join(parts).lstrip("\n") + "\n"
     (out / "table.md").write_text(text)
     summary.to_csv(out / "table.csv", index=False, float_format="%.6g")
+    pairwise(frame, metrics).to_csv(out / "pairs.csv", index=False, float_format="%.6g")
     return text
