@@ -80,10 +80,12 @@ def _threads(resources: Resources) -> int:
 
 
 def _previous_row(trial) -> dict[str, Any]:
-    """A trial finished before a resume from the tracking store, as a row of :func:`_rows` (``done``; the
-    selection metrics are the logged validation values of its chosen epoch)."""
+    """A trial finished before a resume from the tracking store, as a row of :func:`_rows`: ``done`` when it
+    trained to the end (its test metrics are logged; the selection metrics are the logged validation values of
+    its chosen epoch), else a trial a scheduler stopped early (it counts as a trial and for its epochs)."""
     metrics = strip_prefix(BEST, trial.metrics, keep=[k for k in trial.metrics if k.startswith((TEST, "epoch"))])
-    return {"config": dict(trial.point), "metrics": {**metrics, "done": True}, "error": None, "done": True}
+    done = any(k.startswith(TEST) for k in trial.metrics)
+    return {"config": dict(trial.point), "metrics": {**metrics, "done": done}, "error": None, "done": done}
 
 
 def _rows(results) -> list[dict[str, Any]]:
@@ -157,7 +159,7 @@ def _stored_rows(spec: SearchSpec, ctx: StudyContext, parent: str, rows: list[di
     seen = {str(r["metrics"].get("trial_id")) for r in rows}
     stored = previous_trials(ctx.tracking_uri, parent, _optuna_space(spec), spec.metric,
                              with_seed=spec.mode == "grid")
-    return [_previous_row(p) for p in stored if p.trial_id not in seen and TEST + spec.metric in p.metrics]
+    return [_previous_row(p) for p in stored if p.trial_id not in seen]
 
 
 def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> StudyPlan:
