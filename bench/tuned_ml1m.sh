@@ -23,8 +23,7 @@ SEARCHES=("$@")
 if [ ${#SEARCHES[@]} -eq 0 ]; then
   SEARCHES=(ease_ml1m itemknn_ml1m mf_ml1m_backend lightgcn_ml1m_backend sgl_ml1m_backend mf_ml1m_mean
             lightgcn_ml1m_mean sgl_ml1m_mean mf_ml1m_ddrm lightgcn_ml1m_ddrm sgl_ml1m_ddrm mf_ml1m_tce
-            lightgcn_ml1m_tce
-            sgl_ml1m_tce mf_ml1m_rce lightgcn_ml1m_rce sgl_ml1m_rce multivae_ml1m diffrec_ml1m)
+            lightgcn_ml1m_tce sgl_ml1m_tce mf_ml1m_rce lightgcn_ml1m_rce sgl_ml1m_rce multivae_ml1m diffrec_ml1m)
 fi
 SNAPSHOT_MINUTES=${SNAPSHOT_MINUTES:-10}
 for name in "${SEARCHES[@]}"; do
