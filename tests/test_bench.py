@@ -53,3 +53,23 @@ def test_loss_terms_prints_both_terms_of_sgl(tmp_path):
     rows = [line.split() for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [0, 2, 4]
     assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)  # BPR and InfoNCE both reported
+
+
+def test_end_to_end_records_each_precision_with_its_metrics_and_peak_rss(tmp_path):
+    from conftest import make_interactions
+    from ddrm.data import write_prepared
+
+    write_prepared(tmp_path / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    out = tmp_path / "e2e.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "end_to_end.py"), "--data-dir", str(tmp_path),
+                           "--set", "data.name=tiny", "--set", "train.epochs=2", "--set", "ddrm.epochs=1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert [r["precision"] for r in record["runs"]] == ["fp32", "bf16"]
+    for run in record["runs"]:
+        assert run["exit_code"] == 0 and run["wall_seconds"] > 0 and run["peak_rss_mb"] > 50
+        assert run["train_config"]["precision"] == run["precision"]  # the child ran the precision asked for
+        assert 0 <= run["test"]["recall_at_20"] <= 1
+    assert record["host"]["cpu_model"] and record["host_kind"].startswith("cpu_")
+    assert not list(tmp_path.glob("*.tmp"))
