@@ -40,6 +40,14 @@ def relative_path(path: str) -> str:
     return os.path.relpath(path) if os.path.isabs(path) else path
 
 
+def relative_source(value: Any) -> Any:
+    """A provenance tag ``<tracking URI>#<run id>`` (``reused_from``, ``imported_from``) with its URI made relative."""
+    if not isinstance(value, str) or "#" not in value:
+        return value
+    source, run_id = value.rsplit("#", 1)
+    return f"{relative_uri(source)}#{run_id}"
+
+
 def runs_table(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
     """The ``runs.csv`` frame: id columns, final metrics, params (sorted within each group)."""
     out = frame.copy()
@@ -50,6 +58,8 @@ def runs_table(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
     metrics = (["epoch"] if "epoch" in out.columns else []) + sorted(
         c for c in out.columns if is_record_column(c) and c != "epoch")
     params = sorted(c for c in out.columns if c.startswith("param."))
+    for column in ("reused_from", "imported_from"):  # provenance: no machine's absolute path in a committed file
+        out[column] = out[column].map(relative_source)
     if "param.data.dir" in out.columns:
         out["param.data.dir"] = out["param.data.dir"].map(
             lambda v: relative_path(v) if isinstance(v, str) and v not in ("", "None") else v)
