@@ -40,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,14 +57,10 @@ GEMM_SHAPE = (2048, 1164, 1000)
 
 def host_facts() -> dict:
     """CPU model, bf16-relevant flags, torch build: recorded with every number."""
+    from ddrm.host import cpu_model
     from ddrm.precision import CPU_BF16_FLAGS, cpu_flags, native_bf16
 
-    model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = cpu_model()
     flags = cpu_flags()
     interesting = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni", "avx2", "fma")))
     return {"cpu_model": model, "cpu_count": os.cpu_count(), "bf16_flags": [f for f in CPU_BF16_FLAGS if f in flags],

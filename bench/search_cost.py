@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,14 +32,10 @@ def host_facts(precision: str) -> dict:
     """CPU model, bf16 flags and the in-run ``torch.mm`` rate (GFLOP/s, 1 thread) of ``precision``."""
     import torch
 
-    flags = ""
-    model = platform.processor()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next(line for line in text.splitlines() if line.startswith("flags"))
-        model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from ddrm.host import cpu_model
+    from ddrm.precision import cpu_flags
+
+    model, flags = cpu_model(), " ".join(sorted(cpu_flags()))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ddrm.cli import main
+from ddrm.host import host_tags
 
 FAST = ["--set", "train.batch_size=64", "--set", "ddrm.hidden_dims=[8,16]", "--set", "ddrm.steps=4",
         "--set", "backend.lr=0.01", "--quiet"]
@@ -22,6 +23,7 @@ def test_train_writes_metrics_json(tiny_dataset_dir, tmp_path, capsys):
             assert 0.0 <= payload[split][key] <= 1.0
     assert payload["config"]["seed"] == 3 and payload["config"]["ddrm"]["steps"] == 4
     assert payload["config"]["ddrm"]["enabled"] is True and "ddrm" in payload
+    assert {k: payload["info"][k] for k in host_tags()} == host_tags()  # where it ran (CPU model, kernels, torch)
     printed = capsys.readouterr().out
     assert "recall_at_20" in printed and str(out / "metrics.json") in printed
 

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from conftest import make_interactions  # noqa: E402
 from ddrm.cli import main  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
+from ddrm.host import cpu_model  # noqa: E402
 from ddrm.report.build import build_report  # noqa: E402
 from ddrm.tuning.importer import import_runs  # noqa: E402
 from ddrm.tuning.runner import run_ablation, run_search  # noqa: E402
@@ -56,6 +57,7 @@ def test_a_search_continues_from_its_runs_csv_alone(ray_local, tmp_path, capsys)
     imported = [r for r in runs if r.data.tags.get("imported_from")]
     assert len(runs) == 5 and len(imported) == 3  # 3 from the file, 2 trained: none twice
     assert {r.data.tags["imported_from"].rpartition("#")[2] for r in imported} == set(report.frame["run_id"])
+    assert all(r.data.tags["cpu_model"] == cpu_model() for r in imported)  # where they ran travels with them
     best_before = first["best"]["valid"]["recall_at_20"]
     assert second["best"]["valid"]["recall_at_20"] >= best_before - 1e-9  # the imported best still counts
     assert import_runs(uri, second["parent_run_id"], runs_csv) == 0  # importing again changes nothing

@@ -14,6 +14,7 @@ ray = pytest.importorskip("ray")
 from conftest import make_interactions  # noqa: E402
 from ddrm.cli import main  # noqa: E402
 from ddrm.codeversion import stage_fingerprint  # noqa: E402
+from ddrm.host import host_tags  # noqa: E402
 from ddrm.config import load_config  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
 from ddrm.tuning.runner import run_search  # noqa: E402
@@ -60,6 +61,8 @@ def test_a_search_report_has_runs_csv_and_a_best_config_that_reruns_to_the_same_
     assert len(runs) == 4 and runs["run_id"].is_unique  # every trial of a search is a row
     assert set(runs["tracking_store"]) == {"sqlite:///mlflow.db"}  # relative, not this machine's path
     assert set(runs["code_fingerprint"]) == {stage_fingerprint("ddrm")}
+    # the host every trial ran on: the same seed can round differently on another CPU model
+    assert runs[["cpu_model", "cpu_capability", "torch_version"]].drop_duplicates().to_dict("records") == [host_tags()]
     assert {"param.ddrm.steps", "param.seed", "test_recall_at_20", "best_recall_at_20"} <= set(runs.columns)
     assert not any(str(tmp_path) in str(v) for v in runs.to_numpy().ravel())
 

@@ -76,7 +76,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = run(config, data=data, progress=not args.quiet, use_cache=not args.no_cache, callback=report)
     payload = result.to_json()
+    from .host import host_tags
     from .report.runs import relative_path  # a metrics.json may be committed: no absolute machine paths in it
+
+    payload["info"].update(host_tags())  # where it ran: the same seed can round differently on another CPU
 
     for holder, field in ((payload["config"]["data"], "dir"), (payload["info"], "dataset")):
         if isinstance(holder.get(field), str):

@@ -2,7 +2,7 @@
 
 Columns: ``run_id``, ``parent_run``, ``model``, ``variant``, ``seed``, ``start_time``, every logged metric
 (``test_recall_at_20``, ``diag_ddrm_noise_auc``, ...) and every param prefixed ``param.`` (the flat config,
-``param.ddrm.steps``) and the provenance tags ``reused_from``, ``code_fingerprint``, ``git_commit``. Only
+``param.ddrm.steps``) and the provenance tags (:data:`RUN_TAGS`: code version, reuse source, host CPU). Only
 FINISHED trials count; when the same (model, variant, seed) was run more than once (a repeated study in one
 experiment) the latest run is kept. In a search (parent run tagged ``kind = tune``) every trial is its own row,
 its variant the run's name (``trial7 steps=30 ...``; a name repeated by a resumed search gets its run id).
@@ -18,7 +18,9 @@ import pandas as pd
 from ..errors import DDRMError
 from ..tracking import _client, search_all_runs
 
-RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit")  # provenance columns (empty when a run lacks the tag)
+# provenance columns (empty when a run lacks the tag): code, source of a replayed/imported run, host it ran on
+RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit", "cpu_model", "cpu_capability",
+            "torch_version")
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
 
 

@@ -1,8 +1,9 @@
 """Every number traceable: ``runs.csv`` (one row per run) and a search's ``best_config.yaml``.
 
 ``runs.csv`` columns: ``model, variant, seed, run_id, tracking_store, git_commit, code_fingerprint, reused_from,
-imported_from``, ``epoch`` (the last evaluated), every final metric (``test_*``, ``best_*``, ``diag_*``), the last
-logged validation metrics (``valid_*``; for a trial ASHA stopped, the value it was judged on) and every param
+imported_from, cpu_model, cpu_capability, torch_version`` (the host a trained run ran on; empty for a replayed
+one), ``epoch`` (the last evaluated), every final metric (``test_*``, ``best_*``, ``diag_*``), the last logged
+validation metrics (``valid_*``; for a trial ASHA stopped, the value it was judged on) and every param
 (``param.<dotted key>``) — everything a study needs to continue from the file alone (``--import-runs``).
 Paths are written relative to the working directory (the repository when run from its root), never absolute.
 
@@ -25,7 +26,7 @@ from ..config import config_from_dict
 from ..metrics import BEST, TEST, is_record_column
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
-              "reused_from", "imported_from")
+              "reused_from", "imported_from", "cpu_model", "cpu_capability", "torch_version")
 
 
 def relative_uri(uri: str) -> str:

@@ -23,7 +23,7 @@ from ..metrics import is_record_column
 from ..tracking import _client, search_all_runs
 
 IMPORT_TAG = "imported_from"
-PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from")
+PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from", "cpu_model", "cpu_capability", "torch_version")
 REQUIRED = ("model", "variant", "seed", "run_id", "tracking_store")
 
 

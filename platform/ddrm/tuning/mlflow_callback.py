@@ -16,7 +16,8 @@ from .reuse import REUSE_TAG, flat_params
 from .spec import MODEL_SEPARATOR
 
 
-PLACEMENT_TAGS = ("node_id", "node_ip", "device")  # reported by the trainable with every result
+# reported by the trainable with every result: where the trial ran and on what (CPU model, torch kernels)
+PLACEMENT_TAGS = ("node_id", "node_ip", "device", "cpu_model", "cpu_capability", "torch_version")
 
 
 class MLflowTrialCallback(Callback):

@@ -44,15 +44,17 @@ def trial_threads(planned: int) -> int:
 
 def trial_placement(device_name: str) -> dict[str, str]:
     """Where this trial runs, reported with every result (the MLflow callback tags the run with it): Ray's
-    node id (distinct for nodes that share an IP), the node's IP and the torch device (``cpu``, ``cuda:0``)."""
+    node id (distinct for nodes that share an IP), the node's IP, the torch device (``cpu``, ``cuda:0``) and
+    the host's CPU model / torch kernel ISA / torch version (:func:`ddrm.host.host_tags`)."""
     import ray
 
+    from ..host import host_tags
     from ..train import select_device
 
     device = select_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    placement = {"device": str(device)}
+    placement = {"device": str(device), **host_tags()}
     if ray.is_initialized():
         context = ray.get_runtime_context()
         placement["node_id"] = context.get_node_id()

@@ -1,0 +1,40 @@
+"""What a run's numbers depend on besides code, config and seed: the host's CPU and the torch build.
+
+The same code and seed give bit-identical results on one host, but fp32 kernels round differently across CPU
+models (torch picks its vector kernels by ``cpu_capability``), and a long training run can carry a last-bit
+difference into a different trajectory. Every trial run is tagged with :func:`host_tags` (and ``runs.csv``
+carries them), so a number that does not reproduce elsewhere says where it was measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where that cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_capability() -> str:
+    """The vector instruction set torch's CPU kernels were dispatched for (e.g. ``AVX512``, ``AVX2``)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # very old torch builds
+        return "unknown"
+
+
+def host_tags() -> dict[str, str]:
+    """``{"cpu_model", "cpu_capability", "torch_version"}`` of this process's host, as MLflow tag values."""
+    return {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(), "torch_version": torch.__version__}
