@@ -233,3 +233,19 @@ def test_pairs_csv_tests_every_pair_of_variants_within_a_model(tmp_path):
     assert row["n_seeds"] == 5 and row["mean_diff"] == pytest.approx(np.mean(same) - np.mean(better), rel=1e-4)
     assert row["p"] == pytest.approx(ttest_rel(same, better).pvalue, rel=1e-4)
     assert set(pairs["a"]) | set(pairs["b"]) == set(variants)
+
+
+def test_table_md_names_the_hosts_its_runs_ran_on(tmp_path):
+    from ddrm.report.table import hosts_line, write_tables
+
+    frame = pd.DataFrame({"model": ["mf"] * 4, "variant": ["base", "base", "other", "other"], "seed": [0, 1, 0, 1],
+                          "test_recall_at_20": [0.10, 0.12, 0.2, 0.21],
+                          "cpu_model": ["CPU A", "CPU A", "CPU B", ""],
+                          "cpu_capability": ["AVX512", "AVX512", "AVX2", ""],
+                          "torch_version": ["2.13.0", "2.13.0", "2.13.0", ""]})
+    text = write_tables(frame, tmp_path, "base")
+    line = ("Measured on: CPU A (AVX512, torch 2.13.0): 2 runs; CPU B (AVX2, torch 2.13.0): 1 run; "
+            "not recorded (replayed or older runs): 1.")
+    assert hosts_line(frame) == line and line in text
+    assert hosts_line(frame.assign(cpu_model="")) is None  # no run tagged: no line
+    assert hosts_line(frame.drop(columns=["cpu_model"])) is None

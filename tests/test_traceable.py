@@ -63,6 +63,8 @@ def test_a_search_report_has_runs_csv_and_a_best_config_that_reruns_to_the_same_
     assert set(runs["code_fingerprint"]) == {stage_fingerprint("ddrm")}
     # the host every trial ran on: the same seed can round differently on another CPU model
     assert runs[["cpu_model", "cpu_capability", "torch_version"]].drop_duplicates().to_dict("records") == [host_tags()]
+    assert f"Measured on: {host_tags()['cpu_model']} ({host_tags()['cpu_capability']}" in (
+        tmp_path / "report" / "table.md").read_text()
     assert {"param.ddrm.steps", "param.seed", "test_recall_at_20", "best_recall_at_20"} <= set(runs.columns)
     assert not any(str(tmp_path) in str(v) for v in runs.to_numpy().ravel())
 

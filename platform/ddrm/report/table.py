@@ -128,6 +128,26 @@ def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, a
     return "\n".join(lines)
 
 
+HOST_COLUMNS = ("cpu_model", "cpu_capability", "torch_version")
+
+
+def hosts_line(frame: pd.DataFrame) -> str | None:
+    """``Measured on: <cpu> (<kernel ISA>, torch <v>): n runs; ...`` from the runs' host tags, or None when no
+    run has them (stores written before runs were tagged). Runs without them (replayed, older) are counted."""
+    if not set(HOST_COLUMNS) <= set(frame.columns):
+        return None
+    hosts = frame[list(HOST_COLUMNS)].fillna("").astype(str)
+    known = hosts["cpu_model"].ne("")
+    if not known.any():
+        return None
+    counts = hosts[known].value_counts(sort=False)
+    parts = [f"{cpu} ({isa}, torch {torch}): {n} run{'s' if n != 1 else ''}"
+             for (cpu, isa, torch), n in sorted(counts.items())]
+    if (~known).any():
+        parts.append(f"not recorded (replayed or older runs): {int((~known).sum())}")
+    return "Measured on: " + "; ".join(parts) + "."
+
+
 def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, alpha: float = 0.01,
                  title: str = "", baseline: tuple[str, str] | None = None) -> str:
     """Write ``table.md`` (test metrics, then diagnostics when present), ``table.csv`` and ``pairs.csv`` (every
@@ -143,7 +163,8 @@ def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, a
              *([f"`†`: paired t-test over the shared seeds against `{baseline[0]}/{baseline[1]}`, p < {alpha:g}."]
                if baseline else []),
              "`(k replayed)`: k of the seeds were replayed by `--reuse-from` from an identical earlier run "
-             "(same config and code fingerprint; runs.csv names the source).", "",
+             "(same config and code fingerprint; runs.csv names the source).",
+             *([line] if (line := hosts_line(frame)) else []), "",
              markdown(summary, metrics, reference, alpha)]
     if diagnostics:
         parts += ["", "Denoising diagnostics on the injected training pairs (see `ddrm.diagnostics`): noise_auc = "
