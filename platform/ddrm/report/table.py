@@ -141,8 +141,8 @@ def hosts_line(frame: pd.DataFrame) -> str | None:
     if not known.any():
         return None
     counts = hosts[known].value_counts(sort=False)
-    parts = [f"{cpu} ({isa}, torch {torch}): {n} run{'s' if n != 1 else ''}"
-             for (cpu, isa, torch), n in sorted(counts.items())]
+    parts = [f"{cpu} ({isa}, torch {version}): {n} run{'s' if n != 1 else ''}"
+             for (cpu, isa, version), n in sorted(counts.items())]
     if (~known).any():
         parts.append(f"not recorded (replayed or older runs): {int((~known).sum())}")
     return "Measured on: " + "; ".join(parts) + "."
