@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import platform
 
-import torch
+HOST_TAGS = ("cpu_model", "cpu_capability", "torch_version")  # the keys of host_tags(): tags, runs.csv columns
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,6 +29,8 @@ def cpu_model() -> str:
 
 def cpu_capability() -> str:
     """The vector instruction set torch's CPU kernels were dispatched for (e.g. ``AVX512``, ``AVX2``)."""
+    import torch  # here, not at the top: the report reads HOST_TAGS without loading torch
+
     try:
         return str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):  # very old torch builds
@@ -36,5 +38,7 @@ def cpu_capability() -> str:
 
 
 def host_tags() -> dict[str, str]:
-    """``{"cpu_model", "cpu_capability", "torch_version"}`` of this process's host, as MLflow tag values."""
-    return {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(), "torch_version": torch.__version__}
+    """:data:`HOST_TAGS` of this process's host, as MLflow tag values."""
+    import torch
+
+    return dict(zip(HOST_TAGS, (cpu_model(), cpu_capability(), torch.__version__)))

@@ -16,11 +16,11 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DDRMError
+from ..host import HOST_TAGS
 from ..tracking import _client, search_all_runs
 
 # provenance columns (empty when a run lacks the tag): code, source of a replayed/imported run, host it ran on
-RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit", "cpu_model", "cpu_capability",
-            "torch_version")
+RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit", *HOST_TAGS)
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
 
 

@@ -23,10 +23,11 @@ import pandas as pd
 import yaml
 
 from ..config import config_from_dict
+from ..host import HOST_TAGS
 from ..metrics import BEST, TEST, is_record_column
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
-              "reused_from", "imported_from", "cpu_model", "cpu_capability", "torch_version")
+              "reused_from", "imported_from", *HOST_TAGS)
 
 
 def relative_uri(uri: str) -> str:

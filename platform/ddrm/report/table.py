@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ttest_rel
 
+from ..host import HOST_TAGS
 from ..metrics import DIAG, REPORT_METRICS, TEST
 
 TABLE_METRICS = tuple(TEST + m for m in REPORT_METRICS)  # test_recall_at_10, ...
@@ -128,15 +129,12 @@ def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, a
     return "\n".join(lines)
 
 
-HOST_COLUMNS = ("cpu_model", "cpu_capability", "torch_version")
-
-
 def hosts_line(frame: pd.DataFrame) -> str | None:
     """``Measured on: <cpu> (<kernel ISA>, torch <v>): n runs; ...`` from the runs' host tags, or None when no
     run has them (stores written before runs were tagged). Runs without them (replayed, older) are counted."""
-    if not set(HOST_COLUMNS) <= set(frame.columns):
+    if not set(HOST_TAGS) <= set(frame.columns):
         return None
-    hosts = frame[list(HOST_COLUMNS)].fillna("").astype(str)
+    hosts = frame[list(HOST_TAGS)].fillna("").astype(str)
     known = hosts["cpu_model"].ne("")
     if not known.any():
         return None

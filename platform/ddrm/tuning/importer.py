@@ -19,11 +19,12 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ConfigError
+from ..host import HOST_TAGS
 from ..metrics import is_record_column
 from ..tracking import _client, search_all_runs
 
 IMPORT_TAG = "imported_from"
-PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from", "cpu_model", "cpu_capability", "torch_version")
+PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from", *HOST_TAGS)
 REQUIRED = ("model", "variant", "seed", "run_id", "tracking_store")
 
 

@@ -9,6 +9,7 @@ import yaml
 from ray.tune import Callback
 
 from ..codeversion import final_stage, run_tags
+from ..host import HOST_TAGS
 from ..metrics import epoch_metrics, final_metrics, is_final
 from ..tracking import _client, _error_text, get_or_create_experiment
 from .plan import StudyPlan
@@ -17,7 +18,7 @@ from .spec import MODEL_SEPARATOR
 
 
 # reported by the trainable with every result: where the trial ran and on what (CPU model, torch kernels)
-PLACEMENT_TAGS = ("node_id", "node_ip", "device", "cpu_model", "cpu_capability", "torch_version")
+PLACEMENT_TAGS = ("node_id", "node_ip", "device", *HOST_TAGS)
 
 
 class MLflowTrialCallback(Callback):
