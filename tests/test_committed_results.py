@@ -18,7 +18,6 @@ AWAITING_RERUN: dict[str, str] = {
     "table2_ml1m_sgl_denoisers": "SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun",
     "fig4_losses_sgl": "rerun with --reuse-from the table3_backbone_sgl store",
     "fig5_item_only_sgl": "rerun with --reuse-from the table3_backbone_sgl store",
-    "table3_backbone_sgl": "rerun under way",
 }
 
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users)/|\.\./\.\./")
