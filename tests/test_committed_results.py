@@ -16,7 +16,6 @@ AWAITING_RERUN: dict[str, str] = {
     "table2_ml1m": "superseded row by row by table2_ml1m/rerun (DeCA on LightGCN, SGL denoisers still to rerun)",
     "table2_ml1m_denoisers_gnn": "LightGCN DeCA and SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun",
     "table2_ml1m_sgl_denoisers": "SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun",
-    "fig5_item_only_sgl": "rerun with --reuse-from the table3_backbone_sgl store",
 }
 
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users)/|\.\./\.\./")
