@@ -13,8 +13,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # Report folders measured before `ddrm report` wrote runs.csv, whose rerun is still under way (issue 19). A
 # folder leaves this list when its rerun lands; the test fails while a listed folder already has its runs.csv.
 AWAITING_RERUN: dict[str, str] = {
-    "table2_ml1m": "superseded row by row by table2_ml1m/rerun (DeCA on LightGCN, SGL denoisers still to rerun)",
-    "table2_ml1m_denoisers_gnn": "LightGCN DeCA and SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun",
+    "table2_ml1m_denoisers_gnn": "SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun (its LightGCN rows are there)",
     "table2_ml1m_sgl_denoisers": "SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun",
 }
 
