@@ -121,4 +121,5 @@ def test_job_submit_uploads_the_code_and_nothing_a_used_checkout_accumulates(tmp
     assert not [n for n in names if any(n == f or n.startswith(f.rsplit("/", 1)[0] + "/") for f in LEFT_BEHIND)]
     assert not [n for n in names if n.endswith((".db", ".npy", ".pt", ".pyc"))]
     size = target.stat().st_size
-    assert size < 5 * 2**20 < GCS_STORAGE_MAX_SIZE, f"{size / 2**20:.1f} MiB"  # Ray refuses 100 MiB and more
+    # the committed code, specs and docs (result plots and runs.csv included) are ~5 MiB zipped; Ray refuses 100
+    assert size < 12 * 2**20 < GCS_STORAGE_MAX_SIZE, f"{size / 2**20:.1f} MiB"
