@@ -92,3 +92,46 @@ def test_import_runs_is_refused_without_resume_or_with_a_file_that_is_not_a_runs
     assert main(["tune", str(spec), "--resume", "--import-runs", str(bad), "--tracking-uri",
                  f"sqlite:///{tmp_path / 'm.db'}", "--data-dir", str(tmp_path)]) == 2
     assert "missing column(s)" in capsys.readouterr().err
+
+
+TWO_MODELS = """name: two_models
+base:
+  data: {name: tiny}
+seeds: [0, 1]
+models:
+  pop: {model.name: mostpop}
+  ease: {model.name: ease, model.ease_lambda: 10.0}
+variants:
+  plain: {}
+resources: {cpu: 1}
+max_concurrent: 2
+"""
+
+
+def test_each_models_selection_resumes_from_one_import_and_trains_nothing_twice(ray_local, tmp_path, capsys):
+    """A spec with ``models`` run one ``--models`` selection at a time (each its own parent run): after a lost
+    machine each selection imports its own rows of the committed runs.csv (matched by the spec's model names,
+    here not the ``model.name``) and replays them instead of training them again."""
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    dirs = {"storage": str(tmp_path / "ray"), "data_dir": str(tmp_path / "data")}
+    (tmp_path / "m.yaml").write_text(TWO_MODELS)
+    first = run_ablation(load_ablation_spec(tmp_path / "m.yaml"), tracking_uri=f"sqlite:///{tmp_path / 'a.db'}",
+                         **dirs)
+    assert first["finished"] == 4
+    build_report(f"sqlite:///{tmp_path / 'a.db'}", "two_models", tmp_path / "committed")
+    uri = _lose_the_machine(tmp_path, "a.db")
+    capsys.readouterr()
+    for model in ("pop", "ease"):
+        again = run_ablation(load_ablation_spec(tmp_path / "m.yaml", only_models=[model]), tracking_uri=uri,
+                             resume=True, import_runs=str(tmp_path / "committed" / "runs.csv"), **dirs)
+        out = capsys.readouterr().out
+        assert "imported 2 finished trial(s)" in out  # this selection's rows only
+        said = [line for line in out.splitlines() if "finished before" in line]
+        assert said and "2 of 2 trials finished before" in said[0], (model, said[0][-70:] if said else out[-500:])
+        assert again["finished"] == 2
+        shutil.rmtree(tmp_path / "ray")  # each selection on a fresh machine's Tune folder
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("two_models").experiment_id
+    runs = client.search_runs([experiment], "tags.role = 'trial'")
+    assert len(runs) == 4 and all(r.data.tags.get("imported_from") for r in runs)  # none trained again
+    assert sorted(r.data.tags["model"] for r in runs) == ["ease", "ease", "pop", "pop"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Collection
 
 import pandas as pd
 
@@ -58,12 +58,17 @@ def _source(row: pd.Series) -> str:
     return row.get("imported_from") or f"{row['tracking_store']}#{row['run_id']}"
 
 
-def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_variants: Iterable[str] = ()) -> int:
+def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_trials: Collection[str] | None = None) -> int:
     """Log the rows of ``path`` (a ``runs.csv``) missing from ``uri`` as FINISHED trial runs under
-    ``parent_run_id``; returns how many were imported. ``plan_variants``: an ablation's trial variants
-    (``<model>/<variant>`` with a spec ``models`` block): a row whose ``model/variant`` is one of them gets the
-    ``model`` tag, as the study's own runs do."""
+    ``parent_run_id``; returns how many were imported. ``plan_trials``: an ablation's trials
+    (:func:`.plan.trial_key` of ``(variant, seed)``, the variant ``<model>/<variant>`` in a spec with a
+    ``models`` block): only their rows are imported, tagged with ``model`` as the study's own runs are; rows of
+    another ``--models`` / ``--variants`` / seed selection (another parent run) are left for that selection's
+    own resume. None (a search): every row."""
     from mlflow.entities import Metric, Param, RunTag
+
+    from .plan import trial_key
+    from .spec import MODEL_SEPARATOR
 
     frame = read_runs_csv(path)
     client = _client(uri)
@@ -72,16 +77,19 @@ def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_variants: I
     known = search_all_runs(client, [experiment_id], "tags.role = 'trial'")
     present = {r.info.run_id for r in known} | {r.data.tags.get(IMPORT_TAG) for r in known}
     searched = parent.data.tags.get("kind") == "tune"
-    wanted = set(plan_variants)
+    with_models = plan_trials is not None and any(MODEL_SEPARATOR in key for key in plan_trials)
     imported = 0
     for _, row in frame.iterrows():
         if row["run_id"] in present or _source(row) in present:
             continue
-        full = f"{row['model']}/{row['variant']}"
+        full = f"{row['model']}{MODEL_SEPARATOR}{row['variant']}"
+        planned_as = trial_key(full if with_models else row["variant"], row["seed"])
+        if plan_trials is not None and planned_as not in plan_trials:
+            continue
         tags = {"mlflow.parentRunId": parent_run_id, "parent_run": parent_run_id, "role": "trial",
                 "variant": "trial" if searched else row["variant"], "seed": str(row["seed"]),
                 IMPORT_TAG: _source(row), **{t: row[t] for t in PROVENANCE_TAGS if row.get(t)},
-                **({"model": row["model"]} if full in wanted else {})}
+                **({"model": row["model"]} if with_models and row.get("model") else {})}
         run_name = row["variant"] if searched else f"{full}/seed{row['seed']}"
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         epoch = _number(row.get("epoch", "")) or 0.0

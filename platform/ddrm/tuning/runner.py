@@ -64,13 +64,14 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _import(ctx: StudyContext, parent: str, runs_csv: str | None, variants=()) -> None:
-    """Log the rows of a committed ``runs.csv`` missing from the store under ``parent`` (:mod:`.importer`)."""
+def _import(ctx: StudyContext, parent: str, runs_csv: str | None, plan_trials: set[str] | None = None) -> None:
+    """Log the rows of a committed ``runs.csv`` missing from the store under ``parent`` (:mod:`.importer`);
+    ``plan_trials``: an ablation's trial keys (only their rows), None for a search (every row)."""
     if not runs_csv:
         return
     from .importer import import_runs
 
-    count = import_runs(ctx.tracking_uri, parent, runs_csv, variants)
+    count = import_runs(ctx.tracking_uri, parent, runs_csv, plan_trials)
     print(f"imported {count} finished trial(s) from {runs_csv} into the tracking store", flush=True)
 
 
@@ -347,8 +348,10 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
         from .reuse import replay_record
         from .warmstart import finished_ablation_trials
 
-        _import(ctx, parent, import_runs, spec.variants)
-        done_before = finished_ablation_trials(ctx.tracking_uri, parent)
+        planned = {trial_key(v, s) for v, s, _ in trials}  # a store may hold other selections' trials too
+        _import(ctx, parent, import_runs, planned)
+        done_before = {k: run for k, run in finished_ablation_trials(ctx.tracking_uri, parent).items()
+                       if k in planned}
         resumed_runs = {k: run.info.run_id for k, run in done_before.items()}
         reuse.update({k: replay_record(ctx.tracking_uri, run) for k, run in done_before.items()})
         print(f"resuming from the tracking store: {len(done_before)} of {len(trials)} trials finished before "
