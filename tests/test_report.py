@@ -235,6 +235,17 @@ def test_pairs_csv_tests_every_pair_of_variants_within_a_model(tmp_path):
     assert set(pairs["a"]) | set(pairs["b"]) == set(variants)
 
 
+def test_pairs_csv_leaves_out_pairs_that_share_fewer_than_two_seeds():
+    from ddrm.report.table import pairwise
+
+    frame = pd.DataFrame({"model": "mf", "variant": ["a", "a", "b", "b", "trial1", "trial2"],
+                          "seed": [0, 1, 0, 1, 7, 8], "test_recall_at_20": [0.10, 0.12, 0.11, 0.12, 0.2, 0.3]})
+    pairs = pairwise(frame, ["test_recall_at_20"])
+    assert pairs[["a", "b"]].values.tolist() == [["b", "a"]]  # trials of a search share no seed: no test
+    assert pairs["n_seeds"].tolist() == [2] and pairs["mean_diff"].iloc[0] == pytest.approx(0.005)
+    assert pairwise(frame[frame["variant"].str.startswith("trial")], ["test_recall_at_20"]).empty
+
+
 def test_table_md_names_the_hosts_its_runs_ran_on(tmp_path):
     from ddrm.report.table import hosts_line, write_tables
 

@@ -88,10 +88,15 @@ def summarize(frame: pd.DataFrame, reference: str | None = None,
     return pd.DataFrame(rows)
 
 
+MIN_SHARED_SEEDS = 2  # a paired t-test needs two pairs at least
+
+
 def pairwise(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Every pair of variants within a model (``a`` after ``b`` in first-seen order), per metric: the mean
-    difference ``a − b`` over the seeds they share, how many, and the paired t-test p (:func:`paired_p_value`);
-    one row each — the tests a reader asks for beyond the reference (e.g. DDRM against the mean of liked items)."""
+    """Every pair of variants within a model (``a`` after ``b`` in first-seen order) that shares at least
+    ``MIN_SHARED_SEEDS`` seeds, per metric: the mean difference ``a − b`` over the seeds they share, how many,
+    and the paired t-test p (:func:`paired_p_value`); one row each — the tests a reader asks for beyond the
+    reference (e.g. DDRM against the mean of liked items). Pairs with fewer shared seeds have no paired test
+    and are left out: a search's trials (each its own seed) give none, instead of thousands of empty rows."""
     rows = []
     for model, rows_of_model in frame.groupby("model", sort=False):
         groups = list(rows_of_model.groupby("variant", sort=False))
@@ -99,6 +104,8 @@ def pairwise(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             for variant_b, b in groups[:i]:
                 for metric in metrics:
                     paired = a[["seed", metric]].merge(b[["seed", metric]], on="seed").dropna()
+                    if len(paired) < MIN_SHARED_SEEDS:
+                        continue
                     diff = (paired[f"{metric}_x"] - paired[f"{metric}_y"]).mean() if len(paired) else float("nan")
                     rows.append({"model": model, "a": variant_a, "b": variant_b, "metric": metric,
                                  "mean_diff": diff, "n_seeds": len(paired), "p": paired_p_value(a, b, metric)})
