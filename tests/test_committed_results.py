@@ -10,13 +10,6 @@ import pytest
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
-# Report folders measured before `ddrm report` wrote runs.csv, whose rerun is still under way (issue 19). A
-# folder leaves this list when its rerun lands; the test fails while a listed folder already has its runs.csv.
-AWAITING_RERUN: dict[str, str] = {
-    "table2_ml1m_denoisers_gnn": "SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun (its LightGCN rows are there)",
-    "table2_ml1m_sgl_denoisers": "SGL T-CE/R-CE/DeCA rows: rerun into table2_ml1m/rerun",
-}
-
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users)/|\.\./\.\./")
 
 
@@ -25,13 +18,10 @@ def _report_folders() -> list[str]:
 
 
 @pytest.mark.skipif(not RESULTS.is_dir(), reason="docs/results is not in this checkout")
-def test_every_report_folder_holds_its_runs_csv_or_is_listed_as_awaiting_its_rerun():
+def test_every_report_folder_holds_its_runs_csv():
     folders = _report_folders()
-    missing = [folder for folder in folders if not (RESULTS / folder / "runs.csv").is_file()]
-    assert sorted(set(missing) - set(AWAITING_RERUN)) == []
-    landed = [folder for folder in AWAITING_RERUN if (RESULTS / folder / "runs.csv").is_file()]
-    assert landed == [], "rerun landed: take these folders off AWAITING_RERUN"
-    assert set(AWAITING_RERUN) <= set(folders), "a listed folder is gone: take it off AWAITING_RERUN"
+    assert folders
+    assert [folder for folder in folders if not (RESULTS / folder / "runs.csv").is_file()] == []
 
 
 @pytest.mark.skipif(not RESULTS.is_dir(), reason="docs/results is not in this checkout")
