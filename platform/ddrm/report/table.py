@@ -106,7 +106,7 @@ def pairwise(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                     paired = a[["seed", metric]].merge(b[["seed", metric]], on="seed").dropna()
                     if len(paired) < MIN_SHARED_SEEDS:
                         continue
-                    diff = (paired[f"{metric}_x"] - paired[f"{metric}_y"]).mean() if len(paired) else float("nan")
+                    diff = (paired[f"{metric}_x"] - paired[f"{metric}_y"]).mean()
                     rows.append({"model": model, "a": variant_a, "b": variant_b, "metric": metric,
                                  "mean_diff": diff, "n_seeds": len(paired), "p": paired_p_value(a, b, metric)})
     return pd.DataFrame(rows, columns=["model", "a", "b", "metric", "mean_diff", "n_seeds", "p"])
