@@ -126,8 +126,7 @@ def test_each_models_selection_resumes_from_one_import_and_trains_nothing_twice(
                              resume=True, import_runs=str(tmp_path / "committed" / "runs.csv"), **dirs)
         out = capsys.readouterr().out
         assert "imported 2 finished trial(s)" in out  # this selection's rows only
-        said = [line for line in out.splitlines() if "finished before" in line]
-        assert said and "2 of 2 trials finished before" in said[0], (model, said[0][-70:] if said else out[-500:])
+        assert "2 of 2 trials finished before" in out  # this selection's trials, not the whole store's
         assert again["finished"] == 2
         shutil.rmtree(tmp_path / "ray")  # each selection on a fresh machine's Tune folder
     client = MlflowClient(uri)
