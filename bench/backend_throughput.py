@@ -43,13 +43,13 @@ def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fracti
     config = load_config(None, {"data.name": data.name, **backend_key, "seed": seed,
                                 "train.batch_size": batch_size, **overrides})
     torch.manual_seed(seed)
-    if config.model.name:  # a standalone model on BPR triples (its own update rule, if it has one)
+    if config.final_stage == "model":  # a standalone model on BPR triples (its own update rule, if it has one)
         backend = get_model(config.model.name)(config.model, data.n_users, data.n_items, data.csr("train")).to(device)
         optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr, weight_decay=config.model.weight_decay)
     else:
         backend = build_backend(config, data, device)
         optimizer = backend_optimizer(backend, config)  # Adam, or SparseAdam with backend.sparse_grad
-    sampler = BPRSampler(data.csr("train"), seed=seed, mode=config.backend.sampling)
+    sampler = BPRSampler(data.csr("train"), seed=seed, mode=config.model.sampling)
     custom_step = getattr(backend, "training_step", None)
     generator = torch.Generator().manual_seed(seed)
     n_batches = max(1, math.ceil(fraction * math.ceil(sampler.n_train / batch_size)))
@@ -81,7 +81,7 @@ def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fracti
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    layers = config.model.layers if config.model.name else config.backend.layers
+    layers = config.model.layers
     return {"backend": backend_name, "overrides": overrides, "layers": layers, "batches": len(losses), "interactions": seen,
             "epoch_fraction": seen / sampler.n_train, "seconds": seconds, "start_epoch_seconds": setup,
             "interactions_per_s": seen / seconds, "ms_per_batch": 1000 * seconds / max(1, len(losses)),

@@ -39,18 +39,18 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(args.dataset, args.data_dir)
     torch.manual_seed(config.seed)
     backend = build_backend(config, data, torch.device("cpu"))
-    optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
-    sampler = BPRSampler(data.csr("train"), seed=config.seed, mode=config.backend.sampling)
+    optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr)
+    sampler = BPRSampler(data.csr("train"), seed=config.seed, mode=config.model.sampling)
     backend.start_epoch(1, torch.Generator().manual_seed(config.seed))
     ssl = getattr(backend, "ssl_loss", None)
-    print(f"backend {config.backend.name}, layers {config.backend.layers}, pooling {config.backend.pooling}, "
-          f"lr {config.backend.lr}, batch {config.train.batch_size}, seed {config.seed}")
+    print(f"backend {config.model.name}, layers {config.model.layers}, pooling {config.model.pooling}, "
+          f"lr {config.model.lr}, batch {config.train.batch_size}, seed {config.seed}")
     print("batch  bpr_term  extra_term  seconds")
     start = time.perf_counter()
     for index, (users, pos, neg) in enumerate(sampler.batches(config.train.batch_size, torch.device("cpu"))):
         bpr = backend.bpr_loss(users, pos, neg)
-        extra = ssl(users, pos) if ssl is not None and config.backend.ssl_reg > 0 else torch.zeros(())
-        loss = bpr + config.backend.ssl_reg * extra
+        extra = ssl(users, pos) if ssl is not None and config.model.ssl_reg > 0 else torch.zeros(())
+        loss = bpr + config.model.ssl_reg * extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

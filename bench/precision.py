@@ -216,8 +216,8 @@ def backend_epochs(data, reps: int, fractions: dict[str, float], device: torch.d
         config = released_config(data.name, {"backend.name": name})
         torch.manual_seed(0)
         backend = build_backend(config, data, device)
-        optimizer = torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
-        sampler = BPRSampler(data.csr("train"), seed=0, mode=config.backend.sampling)
+        optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr)
+        sampler = BPRSampler(data.csr("train"), seed=0, mode=config.model.sampling)
         batch_size = config.train.batch_size
         n_batches = max(1, math.ceil(fraction * math.ceil(sampler.n_train / batch_size)))
 
@@ -249,7 +249,7 @@ def backend_epochs(data, reps: int, fractions: dict[str, float], device: torch.d
             row = {"bf16_error": f"{type(error).__name__}: {str(error).splitlines()[0]}",
                    "where": traceback.extract_tb(error.__traceback__)[-1].line}
             row["fp32_epoch_s"] = statistics.median(epoch("fp32") for _ in range(reps))
-        row.update(layers=config.backend.layers, batches=n_batches,
+        row.update(layers=config.model.layers, batches=n_batches,
                    epoch_fraction=min(1.0, n_batches * batch_size / sampler.n_train))
         if name in ("lightgcn", "sgl"):
             row["spmm"] = spmm(backend, reps)

@@ -9,7 +9,8 @@ import torch
 from conftest import make_interactions
 from ddrm.backends.base import normalized_adjacency
 from ddrm.baselines.adagcl import AdaGCL, GraphPattern, contrast, expected_l0, hard_concrete, pattern_spmm
-from ddrm.config import Config, ModelConfig
+from ddrm.config import Config
+from ddrm.registry import model_params
 from ddrm.data import write_prepared
 from ddrm.data.prepared import InteractionData
 from ddrm.data.sampling import BPRSampler
@@ -24,7 +25,7 @@ def tiny_data() -> InteractionData:
 def build(**fields) -> tuple[AdaGCL, InteractionData]:
     data = tiny_data()
     torch.manual_seed(0)
-    return AdaGCL(ModelConfig(name="adagcl", dim=8, **fields), data.n_users, data.n_items, data.csr("train")), data
+    return AdaGCL(model_params("adagcl")(dim=8, **fields), data.n_users, data.n_items, data.csr("train")), data
 
 
 def test_pattern_product_and_its_gradients_match_dense_autograd():

@@ -11,7 +11,7 @@ from ddrm.backends.checkpoint import KEY_LAYOUTS, load_ego_embeddings, read_refe
 from ddrm.backends.base import propagate
 from ddrm.backends.lightgcn import SymmetricSpMM, to_csr
 from ddrm.backends.sgl import info_nce
-from ddrm.config import BackendConfig, Config
+from ddrm.config import Config
 from ddrm.data import load_prepared
 from ddrm.errors import ConfigError
 from ddrm.evaluation import _dense_rows
@@ -34,11 +34,11 @@ def random_train(n_users: int = 30, n_items: int = 20, density: float = 0.2, see
 
 
 def build(name: str, train: sp.csr_matrix, **fields):
-    from ddrm.registry import get_backend
+    from ddrm.registry import get_model, model_params
 
-    config = BackendConfig(name=name, dim=8, **fields)
+    config = model_params(name)(dim=8, **fields)
     torch.manual_seed(0)
-    return get_backend(name)(config, train.shape[0], train.shape[1], train)
+    return get_model(name)(config, train.shape[0], train.shape[1], train)
 
 
 def dense_norm_adjacency(train: sp.csr_matrix) -> np.ndarray:

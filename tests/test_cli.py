@@ -37,7 +37,7 @@ def test_no_ddrm_reports_the_backend(tiny_dataset_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--backend", "nosuch"], "backend.name"),
+    (["--backend", "nosuch"], "model.name"),
     (["--dataset", "nosuch"], "nosuch"),
     (["--set", "ddrm.noise_scale=1.5"], "ddrm.noise_scale"),
     (["--set", "ddrm.steps=0"], "ddrm.steps"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import REPO_ROOT, make_interactions
 
-from ddrm.codeversion import source_digest, stage_fingerprint
+from ddrm.codeversion import fingerprint_of, source_digest
 
 TRAIN_ONCE = """
 import json, sys
@@ -45,17 +45,31 @@ def test_docstrings_comments_and_layout_do_not_change_a_digest(tmp_path):
     assert source_digest(a) == source_digest(b) != source_digest(c)
 
 
-def test_fingerprints_follow_the_source_each_stage_runs(tmp_path):
+RUNS = {"mf": ("backend", "mf", "none"), "mf+ddrm": ("ddrm", "mf", "none"), "lightgcn": ("backend", "lightgcn", "none"),
+        "mf+tce": ("backend", "mf", "tce"), "ease": ("model", "ease", "none"), "multivae": ("model", "multivae", "none")}
+
+
+def _fingerprints(root: Path) -> dict[str, str]:
+    return {run: fingerprint_of.__wrapped__(*args, root=str(root)) for run, args in RUNS.items()}
+
+
+def test_fingerprints_follow_the_sources_each_run_imports(tmp_path):
     root = _copy_package(tmp_path) / "ddrm"
-    before = {stage: stage_fingerprint(stage, str(root)) for stage in ("backend", "ddrm", "model")}
+    before = _fingerprints(root)
+    assert len(set(before.values())) == len(before)  # every run computes something else
     _append(root / "report" / "table.py", "\nUNUSED = 1\n")
     _append(root / "cli.py", "\nUNUSED = 1\n")
-    assert {stage: stage_fingerprint.__wrapped__(stage, str(root)) for stage in before} == before
+    (root / "backends" / "newgcn.py").write_text("from .lightgcn import LightGCN\nUNUSED = 1\n")  # a new model file
+    assert _fingerprints(root) == before  # report, CLI and another model's file: no run changes
     _append(root / "diffusion" / "ddrm.py", "\nUNUSED = 1\n")
-    after = {stage: stage_fingerprint.__wrapped__(stage, str(root)) for stage in before}
-    assert after["backend"] == before["backend"] and after["ddrm"] != before["ddrm"]
+    after = _fingerprints(root)
+    assert {run for run in RUNS if after[run] != before[run]} == {"mf+ddrm"}
     _append(root / "backends" / "mf.py", "\nUNUSED = 1\n")
-    assert stage_fingerprint.__wrapped__("backend", str(root)) != before["backend"]
+    changed = {run for run, fp in _fingerprints(root).items() if fp != after[run]}
+    assert changed == {"mf", "mf+ddrm", "mf+tce"}  # LightGCN does not import MF
+    mid = _fingerprints(root)
+    _append(root / "denoise" / "tce.py", "\nUNUSED_TOO = 2\n")
+    assert {run for run, fp in _fingerprints(root).items() if fp != mid[run]} == {"mf+tce"}  # only T-CE runs
 
 
 def test_a_cached_backend_is_retrained_after_a_backend_change_but_not_after_a_report_change(tmp_path):

@@ -7,7 +7,7 @@ from ddrm.errors import ConfigError
 def test_defaults_round_trip_through_flat_dict():
     config = Config()
     flat = config.to_flat_dict()
-    assert flat["ddrm.steps"] == 20 and flat["backend.name"] == "mf" and flat["seed"] == 0
+    assert flat["ddrm.steps"] == 20 and flat["model.name"] == "mf" and flat["seed"] == 0
     assert config_from_dict(config.to_dict()) == config
     assert "@" not in "".join(flat)
 
@@ -32,7 +32,7 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     ("ddrm.activation", "gelu", "ddrm.activation"),
     ("ddrm.steps", "ten", "ddrm.steps"),
     ("ddrm.freeze_backend", "yes", "ddrm.freeze_backend"),
-    ("backend.name", "nope", "backend.name"),
+    ("model.name", "nope", "model.name"),
     ("ddrm.stepz", 3, "ddrm.stepz"),
     ("nosection.x", 3, "nosection.x"),
     ("seed", -1, "'seed'"),
@@ -55,29 +55,52 @@ def test_bad_override_syntax_and_file(tmp_path):
         load_config(bad)
 
 
-def test_backend_layers_default_to_each_backends_paper_setting():
-    assert Config().backend.layers == 0  # MF: no propagation
-    lightgcn = load_config(None, {"backend.name": "lightgcn"})
-    assert lightgcn.backend.layers == 3 and load_config(None, {"backend.name": "sgl"}).backend.layers == 3
-    assert load_config(None, {"backend.name": "sgl", "backend.layers": 0}).backend.layers == 0
-    # switching the backend of a config whose layers were defaulted follows the new backend's default
-    assert Config().replace({"backend.name": "lightgcn"}).backend.layers == 3
-    assert lightgcn.replace({"backend.name": "mf"}).backend.layers == 0
-    # an explicit layer count survives a backend switch, and the flat dict records the resolved count
-    assert Config().replace({"backend.layers": 2}).replace({"backend.name": "sgl"}).backend.layers == 2
-    assert lightgcn.to_flat_dict()["backend.layers"] == 3
+def test_each_backend_declares_its_own_defaults_and_keys():
+    assert Config().model.layers == 0  # MF: no propagation
+    lightgcn = load_config(None, {"model.name": "lightgcn"})
+    assert lightgcn.model.layers == 3 and load_config(None, {"model.name": "sgl"}).model.layers == 3
+    assert load_config(None, {"model.name": "sgl", "model.layers": 0}).model.layers == 0
+    # a changed model.name starts the model section anew: the new model's defaults, not the old one's values
+    assert Config().replace({"model.name": "lightgcn"}).model.layers == 3
+    assert lightgcn.replace({"model.name": "mf"}).model.layers == 0
+    assert Config().replace({"model.layers": 2}).replace({"model.name": "sgl"}).model.layers == 3
+    assert Config().replace({"model.name": "sgl", "model.layers": 2}).model.layers == 2
+    assert lightgcn.to_flat_dict()["model.layers"] == 3
     # pooling likewise: the reference code's SGL pools per-layer-normalised layers by a sum
-    assert lightgcn.backend.pooling == "mean" and lightgcn.replace({"backend.name": "sgl"}).backend.pooling == "normalized_sum"
-    assert load_config(None, {"backend.name": "sgl", "backend.pooling": "mean"}).backend.pooling == "mean"
-    assert Config().replace({"backend.pooling": "normalized_sum"}).replace({"backend.name": "lightgcn"}).backend.pooling \
-        == "normalized_sum"
+    assert lightgcn.model.pooling == "mean" and lightgcn.replace({"model.name": "sgl"}).model.pooling == "normalized_sum"
+    assert load_config(None, {"model.name": "sgl", "model.pooling": "mean"}).model.pooling == "mean"
+    # only a model's own keys: SGL's contrastive keys are not MF's
+    assert "model.ssl_reg" in load_config(None, {"model.name": "sgl"}).to_flat_dict()
+    assert "model.ssl_reg" not in Config().to_flat_dict()
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.ssl_reg'.*model 'mf'"):
+        Config().replace({"model.ssl_reg": 0.5})
 
 
-def test_which_backend_keys_were_defaulted_is_not_a_setting():
-    from ddrm.config import allowed_keys
+def test_a_run_logs_only_its_models_keys_and_ddrm_only_when_on():
+    ease = load_config(None, {"model.name": "ease"})
+    assert ease.final_stage == "model" and not ease.ddrm.enabled
+    flat = ease.to_flat_dict()
+    assert {k.split(".")[0] for k in flat} == {"data", "model", "denoise", "ddrm", "train", "seed"}
+    assert [k for k in flat if k.startswith(("model.", "ddrm.", "denoise."))] == [
+        "model.name", "model.ease_lambda", "model.ease_max_items", "denoise.name", "ddrm.enabled"]
+    mf = Config().to_flat_dict()
+    assert "ddrm.steps" in mf and "model.ease_lambda" not in mf and "denoise.max_rate" not in mf
+    tce = Config().replace({"denoise.name": "tce"}).to_flat_dict()
+    assert tce["denoise.max_rate"] == 0.2 and "denoise.beta" not in tce
 
-    assert Config().backend.defaulted == {"layers", "pooling"}
-    assert load_config(None, {"backend.layers": 2}).backend.defaulted == {"pooling"}
-    assert "backend.defaulted" not in Config().to_flat_dict() and "backend.defaulted" not in allowed_keys()
-    with pytest.raises(ConfigError, match="backend.defaulted"):
-        Config().replace({"backend.defaulted": []})
+
+def test_old_shape_configs_and_keys_are_upgraded_by_one_mapping(tmp_path):
+    old = {"backend": {"name": "sgl", "lr": 0.01, "layers": None, "ssl_reg": 0.3, "denoise": "tce",
+                       "tce_max_rate": 0.1, "rce_beta": 0.9, "sparse_grad": False},
+           "model": {"name": None, "ease_lambda": 500.0}, "ddrm": {"enabled": False, "steps": 5}, "seed": 2}
+    config = config_from_dict(old)
+    assert config.model.name == "sgl" and config.model.lr == 0.01 and config.model.layers == 3
+    assert config.model.ssl_reg == 0.3 and config.denoise.name == "tce" and config.denoise.max_rate == 0.1
+    assert not config.ddrm.enabled and config.seed == 2
+    standalone = config_from_dict({"backend": {"name": "mf"}, "model": {"name": "ease", "ease_lambda": 900.0,
+                                                                        "knn_k": 5}})
+    assert standalone.model.ease_lambda == 900.0 and not standalone.ddrm.enabled
+    path = tmp_path / "old.yaml"
+    path.write_text("backend: {name: lightgcn, lr: 0.005}\nddrm: {steps: 7}\n")
+    assert load_config(path, {"backend.dim": 32}).model.dim == 32  # an old --set key too
+    assert load_config(path).model.lr == 0.005 and load_config(path).ddrm.steps == 7

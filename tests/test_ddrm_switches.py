@@ -236,9 +236,8 @@ def test_invalid_switch_values_name_the_key(key, value):
 
 def test_heads_not_dividing_the_dim_is_a_config_error_naming_both_keys(tiny_dataset_dir):
     data = load_prepared("tiny", tiny_dataset_dir)
-    config = tiny_config(**{"ddrm.denoiser": "transformer", "ddrm.transformer_heads": 3, "backend.dim": 16})
-    backend = build_backend(config, data, torch.device("cpu"))
-    with pytest.raises(ConfigError, match=r"ddrm\.transformer_heads.*backend\.dim"):
-        DDRM(config.ddrm, backend, data.csr("train"))
+    with pytest.raises(ConfigError, match=r"ddrm\.transformer_heads.*model\.dim"):  # refused with the config
+        tiny_config(**{"ddrm.denoiser": "transformer", "ddrm.transformer_heads": 3, "model.dim": 16})
     # the same heads with the MLP denoiser are irrelevant and accepted
-    DDRM(config.replace({"ddrm.denoiser": "mlp"}).ddrm, backend, data.csr("train"))
+    config = tiny_config(**{"ddrm.denoiser": "mlp", "ddrm.transformer_heads": 3, "model.dim": 16})
+    DDRM(config.ddrm, build_backend(config, data, torch.device("cpu")), data.csr("train"))

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from conftest import make_interactions
-from ddrm.config import BackendConfig, Config
+from ddrm.config import Config
+from ddrm.registry import denoise_params, model_params
+
+MF = model_params("mf")()  # the backend a plug-in sits on (only DeCA reads it)
 from ddrm.data import write_prepared
 from ddrm.denoise import build_loss_rule
 from ddrm.denoise.tce import drop_rate
@@ -22,7 +25,7 @@ def test_tce_drop_rate_ramps_linearly_then_stays():
 
 
 def test_tce_drops_the_largest_losses_and_counts_training_steps():
-    rule = build_loss_rule(BackendConfig(denoise="tce", tce_max_rate=0.2, tce_num_gradual=10))
+    rule = build_loss_rule(denoise_params("tce")(max_rate=0.2, num_gradual=10), MF, 0, 0)
     losses = torch.tensor([5.0, 0.1, 0.2, 9.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     scores = torch.zeros(10)
     assert rule(losses, scores).item() == pytest.approx(losses.mean().item())  # step 0: nothing dropped
@@ -40,23 +43,25 @@ def test_tce_drops_the_largest_losses_and_counts_training_steps():
 
 
 def test_rce_weights_by_detached_sigmoid_score_power():
-    rule = build_loss_rule(BackendConfig(denoise="rce", rce_beta=0.5))
+    rule = build_loss_rule(denoise_params("rce")(beta=0.5), MF, 0, 0)
     losses = torch.tensor([1.0, 2.0, 3.0])
     scores = torch.tensor([-2.0, 0.0, 3.0], requires_grad=True)
     expected = np.mean([1 / (1 + math.exp(2)) ** 0.5 * 1, 0.5 ** 0.5 * 2, (1 / (1 + math.exp(-3))) ** 0.5 * 3])
     value = rule(losses, scores)
     assert value.item() == pytest.approx(expected, rel=1e-6)
     assert not value.requires_grad  # the weight is detached; only the losses carry gradients
-    flat = build_loss_rule(BackendConfig(denoise="rce", rce_beta=0.0))
+    flat = build_loss_rule(denoise_params("rce")(beta=0.0), MF, 0, 0)
     assert flat(losses, scores).item() == pytest.approx(2.0)  # beta 0 = plain mean
-    assert build_loss_rule(BackendConfig()) is None
+    assert build_loss_rule(denoise_params("none")(), MF, 0, 0) is None
 
 
 def test_bad_denoise_settings_name_the_key():
-    for key, value in (("backend.denoise", "deca2"), ("backend.tce_max_rate", 1.0), ("backend.rce_beta", -1),
-                       ("backend.deca_alpha", 1.5), ("backend.deca_c1", -1)):
+    for name, key, value in (("deca2", "denoise.name", "deca2"), ("tce", "denoise.max_rate", 1.0),
+                             ("rce", "denoise.beta", -1), ("deca", "denoise.alpha", 1.5), ("deca", "denoise.c1", -1)):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            Config().replace({key: value})
+            Config().replace({"denoise.name": name, key: value})
+    with pytest.raises(ConfigError, match=r"denoise\.name.*ease.*BPR backend"):  # a plug-in needs a BPR loss
+        Config().replace({"model.name": "ease", "denoise.name": "tce"})
 
 
 @pytest.mark.parametrize("denoise", ["tce", "rce", "deca"])
@@ -64,7 +69,7 @@ def test_backends_train_with_each_plugin(tmp_path, denoise):
     train, valid, test = make_interactions()
     write_prepared(tmp_path / "tiny", train, valid, test)
     config = Config().replace({"data.name": "tiny", "backend.name": "lightgcn", "backend.layers": 1,
-                               "backend.denoise": denoise, "backend.tce_num_gradual": 5, "backend.lr": 0.01,
+                               "denoise.name": denoise, **({"denoise.num_gradual": 5} if denoise == "tce" else {}), "model.lr": 0.01,
                                "ddrm.enabled": False, "train.epochs": 8, "train.batch_size": 64,
                                "train.patience": 100})
     result = run(config, data_dir=tmp_path, progress=False)
@@ -82,18 +87,17 @@ def test_backend_cache_key_depends_only_on_the_active_plugin(tmp_path):
     write_prepared(tmp_path / "tiny", train, valid, test)
     data = load_prepared("tiny", tmp_path)
     key = lambda **o: backend_cache_key(Config().replace({"data.name": "tiny", **o}), data)  # noqa: E731
-    assert key() == key(**{"backend.rce_beta": 0.9, "backend.tce_max_rate": 0.1})  # unused settings
-    assert key(**{"backend.denoise": "tce"}) != key()
-    assert key(**{"backend.denoise": "tce"}) == key(**{"backend.denoise": "tce", "backend.rce_beta": 0.9})
-    assert key(**{"backend.denoise": "tce"}) != key(**{"backend.denoise": "tce", "backend.tce_max_rate": 0.1})
-    assert key() == key(**{"backend.deca_c1": 5.0})
-    assert key(**{"backend.denoise": "deca"}) != key(**{"backend.denoise": "deca", "backend.deca_c1": 5.0})
+    assert key(**{"denoise.name": "tce"}) != key()  # the plug-in's section enters the key only when one is on
+    assert key(**{"denoise.name": "tce"}) != key(**{"denoise.name": "tce", "denoise.max_rate": 0.1})
+    assert key(**{"denoise.name": "deca"}) != key(**{"denoise.name": "deca", "denoise.c1": 5.0})
+    with pytest.raises(ConfigError, match="unknown config key 'denoise.beta'"):  # another plug-in's setting
+        key(**{"denoise.name": "tce", "denoise.beta": 0.9})
 
 
 def _deca(**settings):
-    config = BackendConfig(denoise="deca", dim=4, **settings)
     torch.manual_seed(0)
-    return build_loss_rule(config, n_users=3, n_items=5)
+    return build_loss_rule(denoise_params("deca")(**{k.removeprefix("deca_"): v for k, v in settings.items()}),
+                           model_params("mf")(dim=4), n_users=3, n_items=5)
 
 
 def test_deca_bernoulli_kl_matches_torch_distributions():

@@ -45,8 +45,8 @@ def test_child_runs_are_named_model_variant_seed_or_trial_and_what_it_changed():
     trial = _trial({"ddrm.steps": 30, "ddrm.bpr_weight": 0.4, "ddrm.lr": 0.01, "seed": 0},
                    tag="7_ddrm.steps=30,ddrm.bpr_weight=0.4", trial_id="fd7d5820")
     assert name(trial) == "trial7 steps=30 bpr_weight=0.4"  # lr and seed equal the base: left out
-    clash = _trial({"backend.lr": 0.005, "ddrm.lr": 0.002, "seed": 0}, tag="3_x")
-    assert name(clash) == "trial3 backend.lr=0.005 ddrm.lr=0.002"  # same short name twice: full keys
+    clash = _trial({"model.lr": 0.005, "ddrm.lr": 0.002, "seed": 0}, tag="3_x")
+    assert name(clash) == "trial3 model.lr=0.005 ddrm.lr=0.002"  # same short name twice: full keys
     assert name(_trial({"ddrm.steps": 8, "seed": 0}, tag="")).startswith("trial-abc_00000 steps=8")
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import make_interactions
-from ddrm.config import Config, ModelConfig
+from ddrm.config import Config
+from ddrm.registry import model_params
 from ddrm.data import write_prepared
 from ddrm.data.prepared import InteractionData
 from ddrm.data.sampling import UserBatchSampler
@@ -30,7 +31,7 @@ VECTOR_MODELS = [name for name in model_names() if get_model(name).batch_kind is
 def test_model_learns_and_scores_every_item(name):
     data = tiny_data()
     torch.manual_seed(0)
-    model = get_model(name)(ModelConfig(name=name, hidden_dims=(32, 8), anneal_steps=50), data.n_users,
+    model = get_model(name)(model_params(name)(hidden_dims=(32, 8), **({"anneal_steps": 50} if name == "multivae" else {})), data.n_users,
                             data.n_items, data.csr("train"))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     users = torch.arange(data.n_users)
@@ -55,7 +56,7 @@ def test_model_learns_and_scores_every_item(name):
 
 def test_multivae_kl_weight_anneals_to_its_cap_and_eval_is_deterministic():
     data = tiny_data()
-    model = get_model("multivae")(ModelConfig(name="multivae", hidden_dims=(16, 4), anneal_cap=0.2, anneal_steps=10),
+    model = get_model("multivae")(model_params("multivae")(hidden_dims=(16, 4), anneal_cap=0.2, anneal_steps=10),
                                   data.n_users, data.n_items, data.csr("train"))
     weights = []
     for _ in range(4):
@@ -90,7 +91,7 @@ def test_run_trains_a_standalone_model_and_rejects_unknown_names(tmp_path):
 
 def test_diffrec_step_weights_and_inference_start():
     data = tiny_data()
-    config = ModelConfig(name="diffrec", hidden_dims=(16,), diffusion_steps=4, noise_scale=0.1, noise_min=0.1,
+    config = model_params("diffrec")(hidden_dims=(16,), diffusion_steps=4, noise_scale=0.1, noise_min=0.1,
                          noise_max=0.5)
     model = get_model("diffrec")(config, data.n_users, data.n_items, data.csr("train"))
     alpha_bar = model.schedule.alpha_bar
@@ -103,7 +104,7 @@ def test_diffrec_step_weights_and_inference_start():
     users = torch.arange(8)
     # sampling_steps 0 starts from the user's own vector: deterministic; > 0 noises it first
     assert torch.equal(model.scorer()(users), model.scorer()(users))
-    noisy = get_model("diffrec")(ModelConfig(**{**config.__dict__, "sampling_steps": 2}), data.n_users, data.n_items,
+    noisy = get_model("diffrec")(config.model_copy(update={"sampling_steps": 2}), data.n_users, data.n_items,
                                  data.csr("train"))
     noisy.load_state_dict(model.state_dict())
     noisy.eval()

@@ -6,7 +6,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from ddrm.codeversion import final_stage, run_tags
+from ddrm.codeversion import run_tags
 from ddrm.config import config_from_dict
 from ddrm.errors import ConfigError
 from ddrm.tuning.reuse import check_source, explain_misses, find_reusable, flat_params, replay, trial_key
@@ -19,7 +19,7 @@ def log_trial(uri: str, config, status: str = "FINISHED", valid=(0.1, 0.3, 0.2),
     ``code``: the code tags to write instead of this checkout's."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("earlier") or client.get_experiment(client.create_experiment("earlier"))
-    tags = code if code is not None else run_tags(final_stage(config))
+    tags = code if code is not None else run_tags(config)
     run = client.create_run(experiment.experiment_id, tags={"role": "trial", "variant": "full", "seed": "0", **tags})
     run_id = run.info.run_id
     params = [Param(k, v) for k, v in flat_params(config).items()]

@@ -18,7 +18,8 @@ import torch
 from conftest import make_interactions
 from ddrm.baselines.itemknn import knn_similarity
 from ddrm.cli import main
-from ddrm.config import ModelConfig, config_from_dict
+from ddrm.config import config_from_dict
+from ddrm.registry import model_params
 from ddrm.data.prepared import load_prepared
 from ddrm.errors import ConfigError
 from ddrm.registry import get_model
@@ -34,7 +35,7 @@ def binary_matrix(n_users: int = 30, n_items: int = 25, density: float = 0.2, se
 
 
 def fitted(name: str, x: sp.csr_matrix, **settings):
-    model = get_model(name)(ModelConfig(name=name, **settings), x.shape[0], x.shape[1], x)
+    model = get_model(name)(model_params(name)(**settings), x.shape[0], x.shape[1], x)
     model.fit_closed_form()
     return model
 
@@ -165,7 +166,7 @@ def test_ease_refuses_before_allocating():
     """50,000 items would need 20 GB per dense matrix: refused at construction, long before any allocation."""
     x = sp.csr_matrix((3, 50_000), dtype=np.float32)
     with pytest.raises(ConfigError, match=r"50000 items = 20\.0 GB"):
-        get_model("ease")(ModelConfig(name="ease"), 3, 50_000, x)
+        get_model("ease")(model_params("ease")(), 3, 50_000, x)
 
 
 @pytest.mark.parametrize("key,value", [

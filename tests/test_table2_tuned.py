@@ -8,6 +8,7 @@ import yaml
 
 from conftest import REPO_ROOT
 from ddrm.config import config_from_dict
+from ddrm.legacy import rename_flat_keys
 from ddrm.tuning.spec import load_ablation_spec
 
 SPEC = REPO_ROOT / "ablations" / "table2_tuned.yaml"
@@ -47,10 +48,9 @@ def test_a_row_is_its_searchs_best_config(row):
     best = config_from_dict(yaml.safe_load(best_file.read_text())).to_flat_dict()
     searched = yaml.safe_load((REPO_ROOT / "search_spaces" / f"{SOURCES[row]}.yaml").read_text())
     mine = spec.configs()[("/".join(row), 0)].to_flat_dict()
-    keys = list(searched["space"]) + ["train.precision"]
-    if mine["model.name"] is None:  # a backend row: the whole tuned backend, as its search trained it
-        keys += [k for k in best if k.startswith("backend.") and not k.startswith(("backend.tce_", "backend.rce_"))
-                 and k != "backend.denoise"]
+    keys = list(rename_flat_keys(searched["space"])) + ["train.precision"]
+    if spec.configs()[("/".join(row), 0)].final_stage != "model":  # a backend row: the whole tuned backend
+        keys += [k for k in best if k.startswith("model.")]
     differing = {k: (mine[k], best[k]) for k in keys if mine[k] != best[k]}
     assert not differing, f"{'/'.join(row)} differs from {best_file}: {differing}"
 

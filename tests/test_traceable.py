@@ -13,7 +13,8 @@ ray = pytest.importorskip("ray")
 
 from conftest import make_interactions  # noqa: E402
 from ddrm.cli import main  # noqa: E402
-from ddrm.codeversion import stage_fingerprint  # noqa: E402
+from ddrm.codeversion import code_fingerprint  # noqa: E402
+from ddrm.config import config_from_dict  # noqa: E402
 from ddrm.host import host_tags  # noqa: E402
 from ddrm.config import load_config  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
@@ -60,7 +61,7 @@ def test_a_search_report_has_runs_csv_and_a_best_config_that_reruns_to_the_same_
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert len(runs) == 4 and runs["run_id"].is_unique  # every trial of a search is a row
     assert set(runs["tracking_store"]) == {"sqlite:///mlflow.db"}  # relative, not this machine's path
-    assert set(runs["code_fingerprint"]) == {stage_fingerprint("ddrm")}
+    assert set(runs["code_fingerprint"]) == {code_fingerprint(config_from_dict({"model": {"name": "mf"}}))}
     # the host every trial ran on: the same seed can round differently on another CPU model
     assert runs[["cpu_model", "cpu_capability", "torch_version"]].drop_duplicates().to_dict("records") == [host_tags()]
     assert f"Measured on: {host_tags()['cpu_model']} ({host_tags()['cpu_capability']}" in (

@@ -76,7 +76,7 @@ def test_ablation_spec_models_cross_every_variant(tmp_path):
             "models: {mf: {backend.name: mf}, sgl: {backend.name: sgl, ddrm.steps: 9, ddrm.activation: relu}}\n")
     spec = load_ablation_spec(write(tmp_path, text))
     assert list(spec.variants) == ["mf/alone", "mf/ddrm", "sgl/alone", "sgl/ddrm"]
-    assert spec.variants["sgl/ddrm"] == {"backend.name": "sgl", "ddrm.steps": 7, "ddrm.activation": "relu"}
+    assert spec.variants["sgl/ddrm"] == {"model.name": "sgl", "ddrm.steps": 7, "ddrm.activation": "relu"}
     assert spec.reference == "alone" and len(spec.trials) == 4
     with pytest.raises(ConfigError, match="model 'sgl'"):
         load_ablation_spec(write(tmp_path, text.replace("ddrm.activation: relu", "ddrm.activation: nope")))
@@ -121,7 +121,7 @@ def test_ablation_spec_runs_only_the_chosen_variants(tmp_path):
     path = write(tmp_path, text)
     spec = load_ablation_spec(path, only_models=["sgl"], only_variants=["item_only", "ddrm"])
     assert list(spec.variants) == ["sgl/ddrm", "sgl/item_only"]  # the spec's order
-    assert spec.variants["sgl/item_only"] == {"backend.name": "sgl", "ddrm.denoise_users": False}
+    assert spec.variants["sgl/item_only"] == {"model.name": "sgl", "ddrm.denoise_users": False}
     assert len(spec.trials) == 6 and spec.reference == "alone"  # the report pairs with reference rows elsewhere
     with pytest.raises(ConfigError, match=r"--variants ddrm,full: unknown variant\(s\) \['full'\]"):
         load_ablation_spec(path, only_variants=["ddrm", "full"])
@@ -159,9 +159,9 @@ def test_a_model_may_carry_its_own_settings_of_a_variant(tmp_path):
             "models: {mf: {backend.name: mf, settings: {tuned_ddrm: {ddrm.steps: 10}}},\n"
             "         lightgcn: {backend.name: lightgcn, settings: {tuned_ddrm: {ddrm.steps: 40, ddrm.epochs: 9}}}}\n")
     spec = load_ablation_spec(write(tmp_path, text))
-    assert spec.variants["mf/tuned_ddrm"] == {"backend.name": "mf", "ddrm.epochs": 20, "ddrm.steps": 10}
+    assert spec.variants["mf/tuned_ddrm"] == {"model.name": "mf", "ddrm.epochs": 20, "ddrm.steps": 10}
     assert spec.variants["lightgcn/tuned_ddrm"]["ddrm.epochs"] == 9  # the model's own setting wins
-    assert spec.variants["lightgcn/alone"] == {"backend.name": "lightgcn", "ddrm.enabled": False}
+    assert spec.variants["lightgcn/alone"] == {"model.name": "lightgcn", "ddrm.enabled": False}
     assert spec.configs()[("lightgcn/tuned_ddrm", 0)].ddrm.steps == 40
     assert list(load_ablation_spec(write(tmp_path, text), only_variants=["alone"]).variants) == [
         "mf/alone", "lightgcn/alone"]  # settings of a variant left out by --variants are fine

@@ -17,17 +17,18 @@ from .errors import DDRMError
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train a backend (+ DDRM) and report full-ranking metrics",
                               description="Train a backend, optionally DDRM on its embeddings; writes OUT/metrics.json.")
-    p.add_argument("--config", help="YAML config with sections data/backend/ddrm/train and seed")
-    p.add_argument("--backend", help="backend name (backend.name), e.g. mf")
+    p.add_argument("--config", help="YAML config with sections data/model/denoise/ddrm/train and seed (the old shape with backend is read too)")
+    p.add_argument("--backend", help="a backend to train, with DDRM unless --no-ddrm (model.name), e.g. mf, lightgcn, sgl")
     p.add_argument("--dataset", help="prepared dataset folder name under the data dir (data.name)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ddrm", dest="ddrm", action="store_true", default=None, help="train DDRM (default)")
     group.add_argument("--no-ddrm", dest="ddrm", action="store_false", help="evaluate the backend alone")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, repeatable, e.g. --set ddrm.steps=20")
-    p.add_argument("--model", help="a standalone baseline instead of backend + DDRM (model.name), e.g. multivae, cdae, diffrec, adagcl, ease, itemknn, mostpop")
+    p.add_argument("--model", help="any registered model (model.name), e.g. multivae or ease; DDRM is on by default only for backends "
+                   "(an unknown name lists the registered ones)")
     p.add_argument("--denoise", choices=["none", "tce", "rce", "deca"],
-                   help="loss-side denoising of the backend's training (backend.denoise): T-CE, R-CE or DeCA")
+                   help="loss-side denoising of the backend's training (denoise.name): T-CE, R-CE or DeCA")
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--epochs", type=int, help="max epochs per stage (train.epochs)")
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
@@ -41,9 +42,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from .config import parse_override
 
     overrides: dict[str, Any] = {}
-    for flag, key in (("backend", "backend.name"), ("dataset", "data.name"), ("seed", "seed"),
+    for flag, key in (("backend", "model.name"), ("model", "model.name"), ("dataset", "data.name"), ("seed", "seed"),
                       ("epochs", "train.epochs"), ("ddrm", "ddrm.enabled"), ("data_dir", "data.dir"),
-                      ("denoise", "backend.denoise"), ("model", "model.name")):
+                      ("denoise", "denoise.name")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     for text in args.overrides:
@@ -62,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(config.data.dir)
     ensure_dataset(config.data.name, data_dir)
     data = load_dataset(config, data_dir)
-    what = config.model.name or f"{config.backend.name}{'-ddrm' if config.ddrm.enabled else ''}"
+    what = f"{config.model.name}{'-ddrm' if config.ddrm.enabled else ''}"
     out = Path(args.out) if args.out else Path("runs") / (
         f"{config.data.name}-{what}-seed{config.seed}-"
         f"{time.strftime('%Y%m%d-%H%M%S')}")
@@ -85,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if isinstance(holder.get(field), str):
             holder[field] = relative_path(holder[field])
     write_json_atomic(out / "metrics.json", payload)
-    first = config.model.name or "backend"
+    first = config.model.name if config.final_stage == "model" else "backend"
     columns = {f"{first} valid": result.backend.valid, f"{first} test": result.backend.test}
     if result.ddrm is not None:
         columns.update({"ddrm valid": result.ddrm.valid, "ddrm test": result.ddrm.test})

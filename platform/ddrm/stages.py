@@ -13,13 +13,13 @@ import torch
 
 from . import cache
 from .backends.base import Backend
-from .codeversion import stage_fingerprint
-from .config import Config, settings
+from .codeversion import code_fingerprint
+from .config import Config
 from .data.prepared import InteractionData, load_prepared
 from .evaluation import evaluate
 from .loop import Callback, EvalEvent, StageResult
 from .precision import stage_precision
-from .registry import get_backend
+from .registry import get_model
 
 
 def load_dataset(config: Config, data_dir: str | os.PathLike | None = None) -> InteractionData:
@@ -40,57 +40,47 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-DENOISE_KEYS = {"none": (), "tce": ("tce_max_rate", "tce_num_gradual"), "rce": ("rce_beta",),
-                "deca": ("deca_c1", "deca_c2", "deca_alpha")}
-
-
 def backend_cache_key(config: Config, data: InteractionData) -> str:
-    """Everything that determines a trained backend (settings of unused denoise plug-ins left out)."""
+    """Everything that determines a trained backend: its data, its model's and loss plug-in's settings (only
+    theirs), the loop settings, the seed and the code it runs."""
     tc = config.train
-    backend = settings(config.backend)
-    for name, keys in DENOISE_KEYS.items():
-        if name != config.backend.denoise:
-            for key in keys:
-                backend.pop(key)
-    if config.backend.denoise == "none":
-        backend.pop("denoise")
-    if not config.backend.sparse_grad:  # keys of dense-Adam backends as before the option existed
-        backend.pop("sparse_grad")
     return cache.cache_key({
         "data": data.fingerprint(),
-        "backend": backend,
-        "loop": {"epochs": tc.stage_epochs(config.backend.epochs),
-                 "patience": config.backend.patience or tc.patience, "batch_size": tc.batch_size,
+        "model": config.model.settings(),
+        **({"denoise": config.denoise.settings()} if config.denoise.name != "none" else {}),
+        "loop": {"epochs": tc.stage_epochs(config.model.epochs),
+                 "patience": config.model.patience or tc.patience, "batch_size": tc.batch_size,
                  "eval_every": tc.eval_every,
                  **({"time_budget_minutes": tc.time_budget_minutes} if tc.time_budget_minutes is not None else {})},
         "seed": config.seed,
         # only when the backend itself trains below fp32 (fp32 keys stay as they were; see ddrm.precision)
         **({"precision": stage_precision(tc.precision, "backend")}
            if stage_precision(tc.precision, "backend") != "fp32" else {}),
-        "code": stage_fingerprint("backend"),  # a change to a backend, the sampler or the loop retrains
+        "code": code_fingerprint(config, "backend"),  # a change to the backend, its imports or the loop retrains
     })
 
 
 def backend_optimizer(backend: Backend, config: Config) -> torch.optim.Optimizer:
-    """Adam over every parameter, or with ``backend.sparse_grad`` SparseAdam (lazy: a step updates the moments
+    """Adam over every parameter, or with MF's ``model.sparse_grad`` SparseAdam (lazy: a step updates the moments
     and values of the rows the batch touched only); the backend's L2 is in its loss, not the optimiser."""
-    if config.backend.sparse_grad:
-        return torch.optim.SparseAdam(list(backend.parameters()), lr=config.backend.lr)
-    return torch.optim.Adam(backend.parameters(), lr=config.backend.lr)
+    if config.model.sparse_embeddings:
+        return torch.optim.SparseAdam(list(backend.parameters()), lr=config.model.lr)
+    return torch.optim.Adam(backend.parameters(), lr=config.model.lr)
 
 
 def build_backend(config: Config, data: InteractionData, device: torch.device) -> Backend:
-    cls = get_backend(config.backend.name)
-    return cls(config.backend, data.n_users, data.n_items, data.csr("train")).to(device)
+    """The backend ``model.name`` names, with the loss plug-in ``denoise`` names, on ``device``."""
+    cls = get_model(config.model.name)
+    return cls(config.model, data.n_users, data.n_items, data.csr("train"), config.denoise).to(device)
 
 
 def evaluate_checkpoint(backend: Backend, config: Config, data: InteractionData, device: torch.device) -> StageResult:
-    """Load ``backend.checkpoint`` (no training) and evaluate it on validation and test."""
+    """Load ``model.checkpoint`` (no training) and evaluate it on validation and test."""
     from .errors import ConfigError
 
-    path = config.backend.checkpoint
+    path = config.model.checkpoint
     if not os.path.isfile(path):
-        raise ConfigError(f"config key 'backend.checkpoint': file {path!r} does not exist")
+        raise ConfigError(f"config key 'model.checkpoint': file {path!r} does not exist")
     start = time.perf_counter()
     backend.load_checkpoint(path)
     backend.to(device).eval()

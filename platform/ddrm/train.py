@@ -29,34 +29,32 @@ from .data.prepared import InteractionData
 from .data.sampling import BPRSampler, UserBatchSampler
 from .diffusion.ddrm import DDRM
 from .evaluation import evaluate
-from .loop import (  # noqa: F401 - EvalEvent, StageResult, Callback, TrainingDiverged: importable from here
-    BatchKind, Callback, EarlyStopping, EvalEvent, StageResult, StopRules, TrainableModel, TrainingDiverged,
-    snapshot,
+from .loop import (
+    BatchKind, Callback, EarlyStopping, EvalEvent, StageResult, StopRules, TrainableModel, TrainingDiverged, snapshot,
 )
-from .metrics import SELECTION_METRIC  # noqa: F401 - importable from here as before
 from .precision import describe as describe_precision, stage_precision, warn_if_emulated
 from .registry import get_model
-from .stages import (  # noqa: F401 - importable from here as before
-    DENOISE_KEYS, backend_cache_key, backend_optimizer, build_backend, evaluate_checkpoint, fit_closed_form, load_dataset,
+from .stages import (
+    backend_cache_key, backend_optimizer, build_backend, evaluate_checkpoint, fit_closed_form, load_dataset,
     select_device, stage_diagnostics,
 )
 
 
 @dataclass
 class RunResult:
-    """``valid``/``test`` of the final model (DDRM if enabled, else the backend)."""
+    """``valid``/``test`` of the final model (DDRM if enabled, else the model itself)."""
 
     valid: dict[str, float]
     test: dict[str, float]
-    backend: StageResult  # the standalone model's stage when ``model.name`` is set
+    backend: StageResult  # the first stage: the backend, or a standalone model
     ddrm: StageResult | None
     config: dict[str, Any]
     info: dict[str, Any]
     diagnostics: dict[str, float] = field(default_factory=dict)  # known-noise data only (ddrm.diagnostics)
+    first_stage: str = "backend"  # "model" for a standalone model
 
     def to_json(self) -> dict[str, Any]:
-        first = "model" if (self.config.get("model") or {}).get("name") else "backend"  # standalone: the model
-        out = {"valid": self.valid, "test": self.test, "config": self.config, first: asdict(self.backend),
+        out = {"valid": self.valid, "test": self.test, "config": self.config, self.first_stage: asdict(self.backend),
                "info": self.info}
         if self.diagnostics:
             out["diagnostics"] = self.diagnostics
@@ -161,7 +159,7 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
     """
     torch.manual_seed(config.seed)
     backend = build_backend(config, data, device)
-    if config.backend.checkpoint:
+    if config.model.checkpoint:
         return backend, evaluate_checkpoint(backend, config, data, device)
     key = backend_cache_key(config, data)
     if use_cache and resume is None:
@@ -173,10 +171,10 @@ def fit_backend(config: Config, data: InteractionData, device: torch.device, cal
             result = StageResult(**{"stop_reason": "unknown", **info["result"], "from_cache": True})
             return backend, result
     optimizer = backend_optimizer(backend, config)
-    epochs = config.train.stage_epochs(config.backend.epochs)
+    epochs = config.train.stage_epochs(config.model.epochs)
     result = fit(backend, data, optimizer, epochs=epochs, config=config, stage="backend", seed=config.seed,
-                 device=device, callback=callback, progress=progress, patience=config.backend.patience,
-                 sampling=config.backend.sampling, resume=resume)
+                 device=device, callback=callback, progress=progress, patience=config.model.patience,
+                 sampling=config.model.sampling, resume=resume)
     if use_cache:
         cache.save_entry(key, backend.state_dict(), {"result": asdict(result), "config": config.to_dict(),
                                                      "dataset": str(data.path)}, cache_dir)
@@ -198,7 +196,7 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("backend.")],
                "lr": dc.lr, "weight_decay": dc.weight_decay}]
     if model.backend is not None:
-        groups.append({"params": list(model.backend.parameters()), "lr": config.backend.lr, "weight_decay": 0.0})
+        groups.append({"params": list(model.backend.parameters()), "lr": config.model.lr, "weight_decay": 0.0})
     epochs = config.train.stage_epochs(dc.epochs)
     if dc.reverse_steps == 0 and dc.inference_start == "mean" and dc.freeze_backend:
         epochs = 0  # mean of liked items: nothing to train
@@ -210,7 +208,7 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
 
 def fit_model(config: Config, data: InteractionData, device: torch.device, callback: Callback | None = None,
               progress: bool = True, resume: dict[str, Any] | None = None) -> tuple[torch.nn.Module, StageResult]:
-    """Train the standalone model named by ``model.name`` (stage ``"model"``; no backend, no DDRM)."""
+    """Train the standalone model ``model.name`` names (stage ``"model"``; no DDRM)."""
     mc = config.model
     torch.manual_seed(config.seed)
     model = get_model(mc.name)(mc, data.n_users, data.n_items, data.csr("train")).to(device)
@@ -240,12 +238,12 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
     if data is None:
         data = load_dataset(config, data_dir)
     stage = resume["stage"] if resume else None
-    if config.model.name:
+    if config.final_stage == "model":
         model, result = fit_model(config, data, device, callback, progress, resume)
         info = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
                 "model": config.model.name, **describe_precision(config.train.precision, device)}
         return RunResult(result.valid, result.test, result, None, config.to_dict(), info,
-                         stage_diagnostics("model", model, config, data, device))
+                         stage_diagnostics("model", model, config, data, device), first_stage="model")
     backend, backend_result = fit_backend(config, data, device, callback, progress, use_cache,
                                           resume if stage == "backend" else None, cache_dir=cache_dir)
     info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),

@@ -1,6 +1,2 @@
-"""Recommender backends; importing this package registers every backend file."""
-
-from . import lightgcn, mf, sgl  # noqa: F401
-from .base import Backend
-
-__all__ = ["Backend"]
+"""Recommender backends: BPR-trained embedding models that DDRM can wrap; each file registers itself
+(:mod:`ddrm.registry` finds them)."""

@@ -9,14 +9,16 @@ augmented views there.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..config import BackendConfig
 from ..denoise import build_loss_rule
 from ..loop import ModelBase
+from ..params import POOLING, BackendParams, DenoiseParams
 
 
 def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
@@ -35,7 +37,7 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), size=coo.shape, check_invariants=False).coalesce()
 
 
-POOLINGS = ("mean", "normalized_sum")
+POOLINGS = get_args(POOLING)  # ("mean", "normalized_sum")
 
 
 def propagate(graph, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int,
@@ -70,19 +72,17 @@ def propagate(graph, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int
 class Backend(ModelBase):
     """Base class: embedding tables, BPR loss with L2 on the batch, final embeddings."""
 
-    default_layers = 0  # ``backend.layers`` when the config leaves it unset
-    default_pooling = "mean"  # ``backend.pooling`` when the config leaves it unset
-
-    def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: BackendParams, n_users: int, n_items: int, train: sp.csr_matrix,
+                 denoise: DenoiseParams | None = None) -> None:
         super().__init__()
         self.config = config
         self.n_users, self.n_items = n_users, n_items
-        self.user_emb = nn.Embedding(n_users, config.dim, sparse=config.sparse_grad)
-        self.item_emb = nn.Embedding(n_items, config.dim, sparse=config.sparse_grad)
+        self.user_emb = nn.Embedding(n_users, config.dim, sparse=config.sparse_embeddings)
+        self.item_emb = nn.Embedding(n_items, config.dim, sparse=config.sparse_embeddings)
         nn.init.normal_(self.user_emb.weight, std=config.init_std)
         nn.init.normal_(self.item_emb.weight, std=config.init_std)
         self.register_buffer("graph", normalized_adjacency(train), persistent=False)
-        self.loss_rule = build_loss_rule(config, n_users, n_items)  # backend.denoise plug-in (None: plain mean)
+        self.loss_rule = build_loss_rule(denoise, config, n_users, n_items)  # the denoise plug-in (None: plain mean)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final ``(U, d)``, ``(I, d)`` embeddings; subclasses define propagation."""
@@ -115,7 +115,7 @@ class Backend(ModelBase):
         The per-triple BPR losses are averaged, or reduced by the ``backend.denoise`` plug-in (T-CE / R-CE;
         DeCA replaces them by its own pointwise term on the triple's two pairs).
         """
-        if self.config.sparse_grad:  # MF: gathered by the embedding modules, so gradients hold only these rows
+        if self.config.sparse_embeddings:  # MF: gathered by the embedding modules, so gradients hold only these rows
             u, i, j = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
         else:
             all_users, all_items = self.train_embeddings()

@@ -20,11 +20,15 @@ the graph, which is several times faster on CPU than autograd through a COO ``sp
 
 from __future__ import annotations
 
+from typing import Literal
+
 import scipy.sparse as sp
 import torch
 
-from ..config import BackendConfig
-from ..registry import register_backend
+from pydantic import Field
+
+from ..params import BackendParams, DenoiseParams
+from ..registry import register_model
 from .base import Backend, propagate
 from .checkpoint import load_ego_embeddings
 
@@ -66,14 +70,21 @@ def to_csr(graph: torch.Tensor) -> torch.Tensor:
         return graph.coalesce().to_sparse_csr()
 
 
-@register_backend("lightgcn")
+class LightGCNParams(BackendParams):
+    """LightGCN's settings: the shared backend keys with the paper's 3 layers."""
+
+    name: Literal["lightgcn"] = "lightgcn"
+    layers: int = Field(default=3, ge=0)
+
+
+@register_model("lightgcn", LightGCNParams)
 class LightGCN(Backend):
     """LightGCN with ``backend.layers`` layers and ``backend.pooling`` pooling (see the module docstring)."""
 
-    default_layers = 3
 
-    def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
-        super().__init__(config, n_users, n_items, train)
+    def __init__(self, config: LightGCNParams, n_users: int, n_items: int, train: sp.csr_matrix,
+                 denoise: DenoiseParams | None = None) -> None:
+        super().__init__(config, n_users, n_items, train, denoise)
         # CSR copies of sparse COO buffers, built on first use: {buffer name: (source COO, CSR)}.
         # Not buffers themselves — CSR tensors cannot be deep-copied or pickled — so they are
         # rebuilt after .to(device) (the source identity changes) and dropped from pickled state.

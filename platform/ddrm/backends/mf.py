@@ -7,14 +7,32 @@ handed out (the reference DDRM code does this for MF); training itself never pro
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from ..registry import register_backend
+import torch
+from pydantic import Field
+
+from ..params import BackendParams, Flag
+from ..registry import register_model
 from .base import Backend, propagate
 from .checkpoint import load_ego_embeddings
 
 
-@register_backend("mf")
+class MFParams(BackendParams):
+    """MF-BPR's settings: the shared backend keys, no propagation by default, and optionally sparse gradients."""
+
+    name: Literal["mf"] = "mf"
+    layers: int = Field(default=0, ge=0)
+    # sparse embedding gradients (only the batch's rows) and torch.optim.SparseAdam, a lazy Adam whose moments move
+    # only for those rows; false: dense gradients and Adam over every row (the paper's optimiser)
+    sparse_grad: Flag = False
+
+    @property
+    def sparse_embeddings(self) -> bool:
+        return self.sparse_grad
+
+
+@register_model("mf", MFParams)
 class MF(Backend):
     def train_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_emb.weight, self.item_emb.weight

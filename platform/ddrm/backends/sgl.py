@@ -32,13 +32,17 @@ specs set 0.01.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..config import BackendConfig
-from ..registry import register_backend
+from pydantic import Field
+
+from ..params import POOLING, BackendParams, DenoiseParams
+from ..registry import register_model
 from .lightgcn import LightGCN
 
 
@@ -67,14 +71,25 @@ def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> to
     return nn.functional.cross_entropy(logits, torch.arange(len(z1), device=z1.device))
 
 
-@register_backend("sgl")
+class SGLParams(BackendParams):
+    """SGL's settings: LightGCN's with normalized-sum pooling (the reference code's SGL) and the contrastive keys."""
+
+    name: Literal["sgl"] = "sgl"
+    layers: int = Field(default=3, ge=0)
+    pooling: POOLING = "normalized_sum"
+    ssl_ratio: float = Field(default=0.1, ge=0, lt=1)  # edge-dropout rate of each view
+    ssl_temperature: float = Field(default=0.2, gt=0)  # InfoNCE temperature tau
+    ssl_reg: float = Field(default=0.1, ge=0)  # weight of the contrastive loss
+
+
+@register_model("sgl", SGLParams)
 class SGL(LightGCN):
     """LightGCN encoder + edge-dropout contrastive views (see the module docstring)."""
 
-    default_pooling = "normalized_sum"
 
-    def __init__(self, config: BackendConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
-        super().__init__(config, n_users, n_items, train)
+    def __init__(self, config: SGLParams, n_users: int, n_items: int, train: sp.csr_matrix,
+                 denoise: DenoiseParams | None = None) -> None:
+        super().__init__(config, n_users, n_items, train, denoise)
         coo = sp.coo_matrix(train)
         coo.sum_duplicates()
         positive = coo.data > 0

@@ -43,16 +43,18 @@ only (dropped edges get 0).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.functional import normalize, softplus
 
 from ..backends.base import normalized_adjacency
 from ..backends.lightgcn import to_csr
-from ..config import ModelConfig
 from ..loop import ModelBase
+from ..params import TrainedParams
 from ..registry import register_model
 
 GATE_STRETCH = (-0.45, 1.05)  # hard-concrete (gamma, zeta) of the reference code
@@ -205,13 +207,28 @@ def _set_weight_decay(optimizer: torch.optim.Optimizer, values: list[float]) -> 
         group["weight_decay"] = value
 
 
-@register_model("adagcl")
+class AdaGCLParams(TrainedParams):
+    """AdaGCL: a LightGCN-style encoder with two learned graph views (a VGAE and edge gates)."""
+
+    name: Literal["adagcl"] = "adagcl"
+    batch_size: int = Field(default=500, ge=1)  # BPR triples per batch
+    dim: int = Field(default=64, ge=1)  # embedding size
+    layers: int = Field(default=2, ge=1)  # propagation layers (encoder, VGAE encoder, one edge gate each)
+    ssl_reg: float = Field(default=0.1, ge=0)  # weight of the InfoNCE between the two generated views
+    ib_reg: float = Field(default=0.1, ge=0)  # weight of the information-bottleneck InfoNCE
+    ssl_temperature: float = Field(default=0.5, gt=0)  # InfoNCE temperature
+    l0_reg: float = Field(default=1e-4, ge=0)  # weight of the edge gates' expected L0 norm
+    gate_temperature: float = Field(default=2.0, gt=0)  # hard-concrete temperature at epoch 1 ...
+    gate_temperature_decay: float = Field(default=0.98, gt=0, le=1)  # ... times this per epoch (floor 0.05)
+
+
+@register_model("adagcl", AdaGCLParams)
 class AdaGCL(ModelBase):
     """AdaGCL (see the module docstring): ``training_step`` on BPR triples, ``scorer()`` on the encoder."""
 
     bpr_sampling = "interaction"  # BPR triples (the default batch kind), every training pair once per epoch
 
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: AdaGCLParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__()
         self.config = config
         self.n_users, self.n_items = n_users, n_items

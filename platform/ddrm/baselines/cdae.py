@@ -9,18 +9,25 @@ full-vector form; the paper also allows sampled negatives). Scores use the uncor
 
 from __future__ import annotations
 
+from typing import Literal
+
 import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..config import ModelConfig
 from ..registry import register_model
-from .base import VectorModel
+from .base import VectorModel, VectorModelParams
 
 
-@register_model("cdae")
+class CDAEParams(VectorModelParams):
+    """CDAE: one hidden layer of ``hidden_dims[-1]`` units with a user embedding."""
+
+    name: Literal["cdae"] = "cdae"
+
+
+@register_model("cdae", CDAEParams)
 class CDAE(VectorModel):
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: CDAEParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
         hidden = int(config.hidden_dims[-1])
         self.encoder = nn.Linear(n_items, hidden)

@@ -12,8 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..config import ModelConfig
 from ..loop import BatchKind, ModelBase
+from ..params import ModelParams
 
 
 class ClosedFormModel(ModelBase):
@@ -22,7 +22,7 @@ class ClosedFormModel(ModelBase):
 
     batch_kind = BatchKind.NONE  # fit_model: no optimiser, no epochs
 
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: ModelParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__()
         self.config = config
         self.n_users, self.n_items = n_users, n_items

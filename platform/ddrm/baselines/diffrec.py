@@ -14,20 +14,47 @@ all items.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import scipy.sparse as sp
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from ..config import ModelConfig
 from ..diffusion.denoiser import mlp, sinusoidal_embedding
 from ..diffusion.schedule import NoiseSchedule
 from ..registry import register_model
-from .base import VectorModel
+from ..params import Flag
+from .base import VectorModel, VectorModelParams
 
 
-@register_model("diffrec")
+class DiffRecParams(VectorModelParams):
+    """DiffRec: a diffusion model over the user's interaction vector; ``hidden_dims`` are the denoiser's widths."""
+
+    name: Literal["diffrec"] = "diffrec"
+    hidden_dims: tuple[int, ...] = Field(default=(600, 200), min_length=1)
+    diffusion_steps: int = Field(default=5, ge=1)  # T (every evaluation runs T reverse steps per user)
+    noise_scale: float = Field(default=0.005, gt=0)  # s, 1 - alpha_bar_t = s * linspace(noise_min, noise_max)
+    noise_min: float = Field(default=0.005, gt=0)
+    noise_max: float = Field(default=0.01, gt=0)
+    sampling_steps: int = Field(default=0, ge=0)  # inference: noise the user's vector to this step first (0: none)
+    reweight: Flag = True  # weight the x0-MSE of step t by SNR(t-1) - SNR(t)
+    step_emb_dim: int = Field(default=10, ge=2)  # sinusoidal step-embedding width
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> "DiffRecParams":
+        if self.noise_min > self.noise_max:
+            raise ValueError(f"noise_min {self.noise_min} must be <= noise_max {self.noise_max}")
+        if self.noise_scale * self.noise_max >= 1:
+            raise ValueError(f"noise_scale * noise_max = {self.noise_scale * self.noise_max} must be < 1")
+        if self.sampling_steps > self.diffusion_steps:
+            raise ValueError(f"sampling_steps {self.sampling_steps} must be <= diffusion_steps {self.diffusion_steps}")
+        return self
+
+
+@register_model("diffrec", DiffRecParams)
 class DiffRec(VectorModel):
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: DiffRecParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
         self.schedule = NoiseSchedule(config.diffusion_steps, config.noise_min, config.noise_max,
                                       config.noise_scale)

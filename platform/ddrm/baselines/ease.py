@@ -11,12 +11,15 @@ Memory: dense ``(I, I)`` float64 matrices (about three at the peak), so a datase
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 from scipy.linalg import lapack
 
-from ..config import ModelConfig
 from ..errors import ConfigError
+from ..params import ModelParams
 from ..registry import register_model
 from .closed_form import ClosedFormModel
 
@@ -46,9 +49,17 @@ def ease_weights(x: sp.spmatrix, lam: float) -> np.ndarray:
     return p
 
 
-@register_model("ease")
+class EASEParams(ModelParams):
+    """EASE: one L2 weight; refuses datasets with more than ``ease_max_items`` items (dense items² matrices)."""
+
+    name: Literal["ease"] = "ease"
+    ease_lambda: float = Field(default=500.0, gt=0, allow_inf_nan=False)  # P = (XᵀX + λI)^-1 (Steck 2019: ML-20M)
+    ease_max_items: int = Field(default=20000, ge=1)  # dense items² float64 matrices, 3.2 GB each at 20000
+
+
+@register_model("ease", EASEParams)
 class EASE(ClosedFormModel):
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: EASEParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         bound = config.ease_max_items
         if n_items > bound:  # before any allocation
             raise ConfigError(

@@ -13,10 +13,13 @@ memory stays O(I·k + BLOCK_ELEMENTS) also for large item counts.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
-from ..config import ModelConfig
+from ..params import ModelParams
 from ..registry import register_model
 from .closed_form import ClosedFormModel
 
@@ -60,9 +63,17 @@ def knn_similarity(x: sp.spmatrix, k: int, shrink: float, block_elements: int = 
                          shape=(n_items, n_items))
 
 
-@register_model("itemknn")
+class ItemKNNParams(ModelParams):
+    """ItemKNN: cosine similarity with shrink, ``knn_k`` neighbours kept per item."""
+
+    name: Literal["itemknn"] = "itemknn"
+    knn_k: int = Field(default=400, ge=1)  # neighbours kept per item (DESIGN §4a's setting)
+    knn_shrink: float = Field(default=10.0, ge=0, allow_inf_nan=False)  # x_i·x_j / (|x_i||x_j| + shrink)
+
+
+@register_model("itemknn", ItemKNNParams)
 class ItemKNN(ClosedFormModel):
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: ItemKNNParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
         self.similarity: sp.csr_matrix | None = None  # (I, I) S
 

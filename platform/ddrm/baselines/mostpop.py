@@ -6,17 +6,25 @@ so the recommendation is the most popular items the user has not interacted with
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 
-from ..config import ModelConfig
+from ..params import ModelParams
 from ..registry import register_model
 from .closed_form import ClosedFormModel
 
 
-@register_model("mostpop")
+class MostPopParams(ModelParams):
+    """MostPop: no settings."""
+
+    name: Literal["mostpop"] = "mostpop"
+
+
+@register_model("mostpop", MostPopParams)
 class MostPop(ClosedFormModel):
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: MostPopParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
         self.popularity: np.ndarray | None = None  # (I,) float32 training counts
 

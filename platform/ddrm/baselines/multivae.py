@@ -11,19 +11,29 @@ at evaluation use z = mu and no dropout. Batches are users (``model.batch_size``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 from torch import nn
 
-from ..config import ModelConfig
 from ..diffusion.denoiser import mlp
 from ..registry import register_model
-from .base import VectorModel
+from .base import VectorModel, VectorModelParams
 
 
-@register_model("multivae")
+class MultiVAEParams(VectorModelParams):
+    """Mult-VAE: items -> hidden_dims (the last is the latent size), KL weight annealed to ``anneal_cap``."""
+
+    name: Literal["multivae"] = "multivae"
+    anneal_cap: float = Field(default=0.2, ge=0)  # final KL weight beta
+    anneal_steps: int = Field(default=200000, ge=1)  # beta = min(anneal_cap, batches / anneal_steps)
+
+
+@register_model("multivae", MultiVAEParams)
 class MultiVAE(VectorModel):
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
+    def __init__(self, config: MultiVAEParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
         dims = [n_items, *[int(h) for h in config.hidden_dims]]
         self.latent = dims[-1]

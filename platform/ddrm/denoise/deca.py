@@ -35,11 +35,15 @@ have the backend's ``dim`` and ``init_std``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.functional import logsigmoid
 
-from . import register_rule
+from ..params import BackendParams, DenoiseParams
+from ..registry import register_denoise
 
 
 def bernoulli_kl(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
@@ -63,16 +67,23 @@ class PairMF(nn.Module):
         return (self.users(users) * self.items(items)).sum(-1)
 
 
-@register_rule("deca")
+class DeCAParams(DenoiseParams):
+    name: Literal["deca"] = "deca"
+    c1: float = Field(default=1000.0, ge=0)  # -log P(y=0 | r=1) in the positive-denoising (DP) steps
+    c2: float = Field(default=10.0, ge=0)  # -log P(y=1 | r=0) in the negative-denoising (DN) steps
+    alpha: float = Field(default=0.5, ge=0, le=1)  # weight of KL(g||p) against KL(p||g) in the agreement term
+
+
+@register_denoise("deca", DeCAParams)
 class CrossModelAgreementLoss(nn.Module):
     """The DeCA data term of a BPR batch (see the module docstring); owns the three helper MFs."""
 
-    def __init__(self, config, n_users: int, n_items: int) -> None:
+    def __init__(self, config: DeCAParams, model: BackendParams, n_users: int, n_items: int) -> None:
         super().__init__()
-        self.c1, self.c2, self.alpha = config.deca_c1, config.deca_c2, config.deca_alpha
-        self.agreement_model = PairMF(n_users, n_items, config.dim, config.init_std)  # g
-        self.positive_noise = PairMF(n_users, n_items, config.dim, config.init_std)  # h1: P(y=1 | r=0), DP
-        self.positive_keep = PairMF(n_users, n_items, config.dim, config.init_std)  # h2: P(y=1 | r=1), DN
+        self.c1, self.c2, self.alpha = config.c1, config.c2, config.alpha
+        self.agreement_model = PairMF(n_users, n_items, model.dim, model.init_std)  # g
+        self.positive_noise = PairMF(n_users, n_items, model.dim, model.init_std)  # h1: P(y=1 | r=0), DP
+        self.positive_keep = PairMF(n_users, n_items, model.dim, model.init_std)  # h2: P(y=1 | r=1), DN
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def agreement(self, logits: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -11,17 +11,26 @@ Config: ``backend.rce_beta`` (β, default 0.25; the paper searches {0.05, 0.1, 0
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from . import register_rule
+from ..params import BackendParams, DenoiseParams
+from ..registry import register_denoise
 
 
-@register_rule("rce")
+class RCEParams(DenoiseParams):
+    name: Literal["rce"] = "rce"
+    beta: float = Field(default=0.25, ge=0)  # weight sigma(score_ui)^beta
+
+
+@register_denoise("rce", RCEParams)
 class ReweightedLoss(nn.Module):
-    def __init__(self, config, n_users: int = 0, n_items: int = 0) -> None:  # sizes unused: no helper models
-        super().__init__()
-        self.beta = config.rce_beta
+    def __init__(self, config: RCEParams, model: BackendParams, n_users: int, n_items: int) -> None:
+        super().__init__()  # model and sizes unused: no helper models
+        self.beta = config.beta
 
     def weights(self, pos_scores: torch.Tensor) -> torch.Tensor:
         """``σ(ŷ_ui)^β``, detached: ``(B,)`` in (0, 1]."""

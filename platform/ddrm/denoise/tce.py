@@ -10,17 +10,20 @@ the batch's triples with the largest BPR loss is dropped (weight 0) and the rest
 separate negative term to keep, unlike the BCE form, whose negatives are never dropped. ``s`` counts
 training batches (persisted in the ``step`` buffer, so a resumed run keeps its schedule).
 
-Config: ``backend.tce_max_rate`` (0.2) and ``backend.tce_num_gradual`` (30000 batches; DESIGN §4).
+Config: ``denoise.name: tce`` with ``denoise.max_rate`` (0.2) and ``denoise.num_gradual`` (30000 batches; DESIGN §4).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from . import register_rule
+from ..params import BackendParams, DenoiseParams
+from ..registry import register_denoise
 
 
 def drop_rate(step: int, max_rate: float, num_gradual: int) -> float:
@@ -28,11 +31,17 @@ def drop_rate(step: int, max_rate: float, num_gradual: int) -> float:
     return max_rate * min(1.0, step / max(1, num_gradual))
 
 
-@register_rule("tce")
+class TCEParams(DenoiseParams):
+    name: Literal["tce"] = "tce"
+    max_rate: float = Field(default=0.2, ge=0, lt=1)  # final share of the batch's largest-loss triples dropped
+    num_gradual: int = Field(default=30000, ge=1)  # batches over which the drop rate ramps up from 0
+
+
+@register_denoise("tce", TCEParams)
 class TruncatedLoss(nn.Module):
-    def __init__(self, config, n_users: int = 0, n_items: int = 0) -> None:  # sizes unused: no helper models
-        super().__init__()
-        self.max_rate, self.num_gradual = config.tce_max_rate, config.tce_num_gradual
+    def __init__(self, config: TCEParams, model: BackendParams, n_users: int, n_items: int) -> None:
+        super().__init__()  # model and sizes unused: no helper models
+        self.max_rate, self.num_gradual = config.max_rate, config.num_gradual
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:

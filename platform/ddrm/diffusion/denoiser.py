@@ -15,7 +15,7 @@ from torch import nn
 from ..config import DDRMConfig
 from ..errors import ConfigError
 
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+ACTIVATION_LAYERS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}  # one per config.ACTIVATIONS
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -74,7 +74,7 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if k < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(ACTIVATION_LAYERS[activation]())
     return nn.Sequential(*layers)
 
 

@@ -22,6 +22,7 @@ from ..tracking import _client, search_all_runs
 # provenance columns (empty when a run lacks the tag): code, source of a replayed/imported run, host it ran on
 RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit", *HOST_TAGS)
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
+#                                                   (backend.name: runs logged in the old config shape, ddrm.legacy)
 
 
 def resolve_target(uri: str, target: str) -> tuple[list[str], str | None, dict[str, str]]:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..config import config_from_dict
+from ..config import config_from_dict, parse_value
 from ..host import HOST_TAGS
 from ..metrics import BEST, TEST, is_record_column
 
@@ -77,15 +77,10 @@ def write_runs_csv(frame: pd.DataFrame, out: Path, uri: str) -> Path:
 
 
 def _param_value(text: Any) -> Any:
-    """A logged param (a string such as ``"None"``, ``"[100, 1000]"``, ``"0.001"``) back to its value."""
+    """A runs.csv cell of a logged param back to its value (:func:`ddrm.config.parse_value`; empty cells: None)."""
     if not isinstance(text, str):
         return None if pd.isna(text) else text
-    if text == "None":
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return parse_value(text)
 
 
 def config_of(row: pd.Series) -> dict[str, Any]:

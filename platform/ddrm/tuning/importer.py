@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..host import HOST_TAGS
+from ..legacy import upgrade_params
 from ..metrics import is_record_column
 from ..tracking import _client, search_all_runs
 
@@ -96,7 +97,9 @@ def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_trials: Col
         now = int(time.time() * 1000)
         metrics = [Metric(column, value, now, int(epoch)) for column, text in row.items()
                    if is_record_column(str(column)) and (value := _number(text)) is not None]
-        params = [Param(str(c)[len("param."):], text) for c, text in row.items() if str(c).startswith("param.")]
+        logged = {str(c)[len("param."):]: str(text) for c, text in row.items()
+                  if str(c).startswith("param.") and not (isinstance(text, float) and math.isnan(text))}
+        params = [Param(key, text) for key, text in upgrade_params(logged).items()]  # old names: ddrm.legacy
         for start in range(0, max(len(metrics), len(params), 1), 100):
             client.log_batch(run_id, metrics=metrics[start:start + 100], params=params[start:start + 100],
                              tags=[RunTag("imported", "true")] if start == 0 else [])

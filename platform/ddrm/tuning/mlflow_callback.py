@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
-from ..codeversion import final_stage, run_tags
+from ..codeversion import run_tags
 from ..host import HOST_TAGS
 from ..metrics import epoch_metrics, final_metrics, is_final
 from ..tracking import _client, _error_text, get_or_create_experiment
@@ -68,7 +68,7 @@ class MLflowTrialCallback(Callback):
             model, _, plain = variant.rpartition(MODEL_SEPARATOR)  # "<model>/<variant>" with spec `models`
             tags = {"mlflow.parentRunId": self.parent_run_id, "parent_run": self.parent_run_id,
                     "trial_id": trial.trial_id, "variant": plain, "seed": str(config.seed), "role": "trial",
-                    **({"model": model} if model else {}), **run_tags(final_stage(config))}
+                    **({"model": model} if model else {}), **run_tags(config)}
             reused = self.plan.replay_record(trial.config)
             if reused:
                 tags[REUSE_TAG] = reused["source"]
@@ -150,7 +150,7 @@ def _short_value(value: Any) -> str:
 
 def run_name_for(trial, plan: StudyPlan) -> str:
     """A child run's name: ``<model>/<variant>/seed<N>`` for an ablation trial (the model being the spec's
-    ``models`` entry, else ``model.name`` or ``backend.name``); for a search ``trial<N>`` (Tune's trial number,
+    ``models`` entry, else ``model.name``); for a search ``trial<N>`` (Tune's trial number,
     as in its trial folder ``ddrm_trainable_<id>_<N>_...``) and the sampled values that differ from the base
     config, e.g. ``trial7 steps=30 bpr_weight=0.4``. ``trial``: Tune's Trial (``config``, ``experiment_tag``,
     ``trial_id``)."""
@@ -161,7 +161,7 @@ def run_name_for(trial, plan: StudyPlan) -> str:
     if "variant" in params:
         variant = str(params["variant"])
         if MODEL_SEPARATOR not in variant:
-            variant = f"{config.model.name or config.backend.name}{MODEL_SEPARATOR}{variant}"
+            variant = f"{config.model.name}{MODEL_SEPARATOR}{variant}"
         return f"{variant}/seed{config.seed}"
     number = str(getattr(trial, "experiment_tag", "") or "").partition("_")[0]
     name = f"trial{int(number)}" if number.isdigit() else f"trial-{trial.trial_id}"

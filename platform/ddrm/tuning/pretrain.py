@@ -32,7 +32,7 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     uses: dict[str, int] = {}
     for config in configs:
         ensure_dataset(config.data.name, ctx.data_dir)  # built here once, not raced by the trials
-        if config.model.name or config.backend.checkpoint:
+        if config.final_stage == "model" or config.model.checkpoint:
             continue
         if config.data not in datasets:
             datasets[config.data] = training.load_dataset(config, ctx.data_dir)
@@ -47,7 +47,7 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     def finished(config: Config, message: str, ok: bool) -> None:
         nonlocal trained, done
         trained, done = trained + ok, done + 1
-        print(f"{'pretrained' if ok else 'warning: pretraining'} backend {config.backend.name} seed "
+        print(f"{'pretrained' if ok else 'warning: pretraining'} backend {config.model.name} seed "
               f"{config.seed}{'' if ok else ' failed'} ({done}/{len(todo)}): {message}", flush=True)
 
     if len(todo) > 1 and _ray_up():
@@ -84,7 +84,7 @@ def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | 
         torch.set_num_threads(threads)
     try:
         data = data if data is not None else training.load_dataset(config, data_dir)
-        shown = evaluation_printer(f"pretraining-{config.backend.name}-seed{config.seed}")  # a line per evaluation
+        shown = evaluation_printer(f"pretraining-{config.model.name}-seed{config.seed}")  # a line per evaluation
         _, result = training.fit_backend(config, data, torch.device("cpu"), callback=shown, progress=False,
                                          cache_dir=cache_dir)
     except training.TrainingDiverged as exc:  # the trials that need it will fail on their own

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..codeversion import final_stage, stage_fingerprint
+from ..codeversion import code_fingerprint
 from ..config import Config
 from ..errors import ConfigError
+from ..legacy import upgrade_params
 from ..metrics import FINAL_PREFIXES, VALID, epoch_from_logged, final_from_logged
 from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
 from .plan import trial_key  # noqa: F401 - re-exported: trials are keyed as the plan keys them
@@ -52,7 +53,7 @@ def finished_trial_runs(uri: str) -> dict[frozenset, Any]:
     runs = search_all_runs(client, experiment_ids,
                            "tags.role = 'trial' and attributes.status = 'FINISHED'") if experiment_ids else []
     for run in runs:
-        key = frozenset(run.data.params.items())
+        key = frozenset(upgrade_params(run.data.params).items())  # old-shape runs: ddrm.legacy
         if key not in found or run.info.start_time > found[key].info.start_time:
             found[key] = run
     return found
@@ -76,7 +77,7 @@ def replay_record(uri: str, run) -> dict[str, Any]:
 
 def same_code(run, config: Config) -> bool:
     """Whether ``run`` was produced by code that computes what this checkout computes for ``config``."""
-    return run.data.tags.get(FINGERPRINT_TAG) == stage_fingerprint(final_stage(config))
+    return run.data.tags.get(FINGERPRINT_TAG) == code_fingerprint(config)
 
 
 def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str]) -> dict[str, dict[str, Any]]:
@@ -121,7 +122,7 @@ def explain_misses(trials: list[tuple[str, int, Config]], uris: list[str],
         else:
             theirs = closest.data.tags.get(FINGERPRINT_TAG) or "none (run predates code fingerprints)"
             reasons[key] = (f"{where} has the same config but other code: code_fingerprint {theirs} vs "
-                            f"{stage_fingerprint(final_stage(config))} here")
+                            f"{code_fingerprint(config)} here")
     return reasons
 
 

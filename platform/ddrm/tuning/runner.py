@@ -190,7 +190,7 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     resources = fit_resources(spec.resources)
     plan = search_plan(spec, ctx, resources)
     base_config = plan.base_config()
-    if not any(k.startswith("backend.") for k in spec.space) and base_config.ddrm.enabled:
+    if not any(k.startswith(("model.", "denoise.")) for k in spec.space) and base_config.ddrm.enabled:
         pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx, threads=plan.threads)
     key = _study_key("tune", spec.name, {"base": spec.base, "space": spec.space, "mode": spec.mode}, ctx.storage)
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
@@ -271,7 +271,7 @@ def ablation_table(spec: AblationSpec, plan: StudyPlan, rows: list[dict[str, Any
             continue
         config = plan.config(row["config"])
         model, _, plain = variant.rpartition(MODEL_SEPARATOR)
-        records.append({"model": model or config.model.name or config.backend.name, "variant": plain,
+        records.append({"model": model or config.model.name, "variant": plain,
                         "full_name": variant, "seed": config.seed,
                         **{m: row["metrics"].get(m) for m in TABLE_METRICS}})
     frame = pd.DataFrame(records, columns=["model", "variant", "full_name", "seed", *TABLE_METRICS])

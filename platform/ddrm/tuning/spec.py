@@ -48,7 +48,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..config import MAX_SEED, Config, allowed_keys, apply_overrides, config_from_dict
+from ..config import MAX_SEED, SECTIONS, Config, apply_overrides, config_from_dict
+from ..legacy import rename_flat_keys
 from ..errors import ConfigError
 
 DISTRIBUTIONS = {
@@ -172,7 +173,7 @@ def _positive_int(raw: Mapping[str, Any], key: str, default: int, source: str, m
 def _base(raw: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
     base = raw.get("base") or {}
     if not isinstance(base, Mapping):
-        _fail(source, "key 'base' must be a config mapping (sections data/backend/ddrm/train, seed)")
+        _fail(source, f"key 'base' must be a config mapping (sections {list(SECTIONS)}, seed)")
     try:
         merged = apply_overrides(base, overrides)
         config_from_dict(merged)
@@ -190,8 +191,9 @@ def _check_point(base: Mapping[str, Any], overrides: Mapping[str, Any], source: 
 
 
 def _distribution(key: str, dist: Any, base: Mapping[str, Any], source: str) -> dict[str, Any]:
-    if key not in allowed_keys() or key == "seed":
-        _fail(source, f"space key '{key}' is not a config key; allowed: {', '.join(k for k in allowed_keys() if k != 'seed')}")
+    if key.partition(".")[0] not in SECTIONS or key == "seed":
+        _fail(source, f"space key '{key}' is not a config key; expected '<section>.<key>' with a section in "
+                      f"{list(SECTIONS)} (the seed is set by 'seeds')")
     if not isinstance(dist, Mapping) or "type" not in dist:
         _fail(source, f"space.{key}: expected a mapping with 'type' (one of {sorted(DISTRIBUTIONS)})")
     kind = dist["type"]
@@ -237,7 +239,7 @@ def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = Non
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, Mapping) or not space_raw:
         _fail(source, "key 'space' must map config keys to distributions")
-    space = {key: _distribution(key, dist, base, source) for key, dist in space_raw.items()}
+    space = {key: _distribution(key, dist, base, source) for key, dist in rename_flat_keys(space_raw).items()}
     overridden = sorted(set(space) & set(overrides or {}))
     if overridden:
         _fail(source, f"--set fixes {overridden}, which the space searches; drop one of them")
@@ -272,7 +274,7 @@ def _named_overrides(raw: Any, key: str, source: str) -> dict[str, dict[str, Any
             _fail(source, f"key '{key}': name {name!r} must be non-empty and contain no '{MODEL_SEPARATOR}'")
         if changes is not None and not isinstance(changes, Mapping):
             _fail(source, f"key '{key}': {name!r} must map dotted keys to values, got {changes!r}")
-        out[str(name)] = dict(changes or {})
+        out[str(name)] = rename_flat_keys(changes or {})
     return out
 
 

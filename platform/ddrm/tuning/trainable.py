@@ -77,7 +77,7 @@ def ddrm_trainable(params: dict[str, Any], plan: StudyPlan) -> None:
         return
     torch.set_num_threads(trial_threads(plan.threads))
     config = plan.config(params)
-    tuned_stage = "model" if config.model.name else ("ddrm" if config.ddrm.enabled else "backend")
+    tuned_stage = config.final_stage
 
     resume = None
     checkpoint = tune.get_checkpoint()

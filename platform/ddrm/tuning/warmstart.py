@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from ..config import parse_value
+from ..legacy import upgrade_params
 from ..metrics import BEST, VALID
 from ..tracking import _client, search_all_runs
 
@@ -38,9 +38,9 @@ class PreviousTrial:
 
 def _match_choice(text: str, choices: list[Any]) -> Any:
     """The choice (as encoded for Optuna) whose value equals the logged param ``text``; KeyError if none."""
-    value = yaml.safe_load(text) if text != "None" else None
+    value = parse_value(text)
     for choice in choices:
-        decoded = yaml.safe_load(choice) if isinstance(choice, str) and choice[:1] in "[{" else choice
+        decoded = parse_value(choice) if isinstance(choice, str) and choice[:1] in "[{" else choice
         if decoded == value or (isinstance(decoded, list) and isinstance(value, (list, tuple))
                                 and list(value) == decoded):
             return choice
@@ -88,6 +88,7 @@ def previous_trials(uri: str, parent_run_id: str, space: dict[str, Any], metric:
 
     found: list[PreviousTrial] = []
     for run in finished_children(uri, parent_run_id):
+        params = upgrade_params(run.data.params)  # runs logged in the old config shape: ddrm.legacy
         metrics = dict(run.data.metrics)
         reward = metrics.get(BEST + metric, metrics.get(VALID + metric))
         if reward is None:
@@ -95,13 +96,13 @@ def previous_trials(uri: str, parent_run_id: str, space: dict[str, Any], metric:
         point: dict[str, Any] = {}
         try:
             for key, dist in space.items():
-                text = run.data.params[key]
+                text = params[key]
                 if isinstance(dist, CategoricalDistribution):
                     point[key] = _match_choice(text, list(dist.choices))
                 else:
-                    point[key] = type(dist.low)(yaml.safe_load(text))
+                    point[key] = type(dist.low)(parse_value(text))
             if with_seed:
-                point["seed"] = int(run.data.params["seed"])
+                point["seed"] = int(params["seed"])
         except KeyError:
             continue  # a run of another space under the same parent: not this search's trial
         found.append(PreviousTrial(run.info.run_id, point, float(reward), metrics, run.data.tags.get("trial_id", "")))
