@@ -258,8 +258,10 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
 def ablation_table(spec: AblationSpec, plan: StudyPlan, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """The end-of-study table (:mod:`ddrm.report.table`: mean ± std of the test metrics over seeds per variant,
     ``*`` against the spec's reference) and per-variant stats ``{variant: {n, failed, test: {metric: {mean,
-    std, values}}}}``; failed trials are counted apart."""
+    std, values}}}}`` (:func:`ddrm.stats.seed_stats`: std ``None`` for one seed); failed trials are counted
+    apart."""
     from ..report.table import TABLE_METRICS, markdown, summarize
+    from ..stats import seed_stats
 
     records, failed = [], {name: 0 for name in spec.variants}
     for row in rows:
@@ -283,11 +285,9 @@ def ablation_table(spec: AblationSpec, plan: StudyPlan, rows: list[dict[str, Any
         group = frame[frame["full_name"] == name]
         per_metric = {}
         for metric in TABLE_METRICS:
-            values = group[metric].dropna().to_numpy(dtype=float)
-            if len(values):
-                per_metric[metric[len(TEST):]] = {"mean": float(values.mean()),
-                                                  "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                                                  "values": values.tolist()}
+            stats_of_metric = seed_stats(group[metric])  # one seed: std None (undefined, not 0)
+            if stats_of_metric["values"]:
+                per_metric[metric[len(TEST):]] = stats_of_metric
         stats[name] = {"n": len(group), "failed": failed[name], "test": per_metric}
     return text, stats
 
