@@ -27,13 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ddrm.cache import cache_root
 from ddrm.config import Config, load_config, parse_override
 from ddrm.data import load_prepared
 from ddrm.errors import ConfigError
+from ddrm.stats import format_mean_std, mean_std
 from ddrm.train import EvalEvent, run
 
 METRICS = ("recall_at_10", "recall_at_20", "ndcg_at_10", "ndcg_at_20")
@@ -112,7 +112,8 @@ def write_json(path: str, dataset: str, common: list[str], rows: dict) -> None:
 
 
 def markdown_table(rows: dict[str, list[dict]]) -> str:
-    """Mean ± std (sample std; the mean alone for one seed) of the test metrics per variant, best epochs."""
+    """Mean ± std (:mod:`ddrm.stats`: sample std; the mean alone for one seed) of the test metrics per variant,
+    best epochs."""
     header = "| variant | seeds | " + " | ".join(m.replace("_at_", "@").replace("recall", "R").replace("ndcg", "N")
                                                 for m in METRICS) + " | best epoch |"
     lines = [header, "|" + "---|" * (len(METRICS) + 3)]
@@ -122,9 +123,7 @@ def markdown_table(rows: dict[str, list[dict]]) -> str:
             continue
         cells = []
         for metric in METRICS:
-            values = np.array([r["test"][metric] for r in runs])
-            spread = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""  # no std from one seed
-            cells.append(f"{values.mean():.4f}{spread}")
+            cells.append(format_mean_std(*mean_std(r["test"][metric] for r in runs)))  # one seed: no spread
         epochs = ",".join(str(r["best_epoch"]) for r in runs)
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {epochs} |")
     return "\n".join(lines)

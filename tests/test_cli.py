@@ -116,3 +116,16 @@ def test_cpus_per_trial_and_max_concurrent_replace_the_specs_values(tmp_path, ca
     assert "--reuse-from sqlite:///" in capsys.readouterr().err and not missing.exists()
     import ray
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("command", ["ablate", "tune"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_epochs_below_one_is_one_error_line_before_ray_starts(tmp_path, capsys, command, value):
+    spec_file = tmp_path / "s.yaml"  # a valid spec: the flag alone is refused
+    spec_file.write_text("name: s\n" + ("variants: {full: {}}\n" if command == "ablate"
+                                        else "space: {ddrm.steps: {type: choice, values: [2, 4]}}\n"))
+    assert main([command, str(spec_file), "--max-epochs", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --max-epochs {value}: expected an integer >= 1") and len(err.splitlines()) == 1
+    import ray
+    assert not ray.is_initialized()

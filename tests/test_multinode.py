@@ -27,7 +27,6 @@ import pytest
 
 from conftest import make_interactions
 from ddrm.data import write_prepared
-from ddrm.tuning.trainable import HOLD_ENV
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -49,6 +48,7 @@ max_concurrent: {concurrent}
 max_failures: 3
 """
 EPOCHS = [1, 2, 3]
+FAULTS = Path(__file__).with_name("faults.py")  # a ddrm driver whose trials can be held (tests only)
 TEST_METRICS = ("test_recall_at_10", "test_recall_at_20", "test_ndcg_at_10", "test_ndcg_at_20")
 
 
@@ -106,7 +106,7 @@ class Site:
     cluster: Cluster
     workers: list
     server: TrackingServer
-    hold: Path  # trials wait after their epoch-1 checkpoint while this file is missing
+    hold: Path  # trials of ``ablate(..., hold=True)`` wait after their epoch-1 checkpoint while it is missing
     drivers: list = field(default_factory=list)
 
     @property
@@ -119,15 +119,19 @@ class Site:
         return path
 
     def ablate(self, spec: Path, *extra: str, cluster: bool = True, uri: str | None = None,
-               storage: str = "results", cache: str = "cache", env: dict | None = None) -> subprocess.Popen:
-        """``ddrm ablate`` as its own driver process: on the cluster (``RAY_ADDRESS``) or on a local Ray."""
+               storage: str = "results", cache: str = "cache", env: dict | None = None,
+               hold: bool = False) -> subprocess.Popen:
+        """``ddrm ablate`` as its own driver process: on the cluster (``RAY_ADDRESS``) or on a local Ray. With
+        ``hold`` the driver is ``tests/faults.py``: its trials wait after their epoch-1 checkpoint while
+        :attr:`hold` is missing (the production trainable otherwise, :mod:`faults`)."""
         environment = {**os.environ, "DDRM_CACHE_DIR": str(self.root / cache), **(env or {})}
         environment.pop("RAY_ADDRESS", None)
         if cluster:
             environment["RAY_ADDRESS"] = self.cluster.address
         log = open(self.root / f"{spec.stem}.log", "w")
+        entry = [str(FAULTS), "--hold", str(self.hold)] if hold else ["-m", "ddrm.cli"]
         driver = subprocess.Popen(
-            [sys.executable, "-m", "ddrm.cli", "ablate", str(spec), "--data-dir", str(self.data_dir), "--storage",
+            [sys.executable, *entry, "ablate", str(spec), "--data-dir", str(self.data_dir), "--storage",
              str(self.root / storage), "--tracking-uri", uri or self.server.uri, *extra],
             env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.drivers.append(driver)
@@ -163,12 +167,10 @@ def site(tmp_path_factory):
     hold.write_text("")
     with pytest.MonkeyPatch.context() as env:
         # a private Ray temp dir (the cluster's ray_current_cluster file stays in it) and token auth with a token
-        # of this module's own, shared by the nodes and the driver processes; HOLD_ENV reaches the trials
-        # because the nodes' processes inherit this environment
+        # of this module's own, shared by the nodes and the driver processes
         env.setenv("RAY_TMPDIR", ray_tmp)
         env.setenv("RAY_AUTH_MODE", "token")
         env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
-        env.setenv(HOLD_ENV, str(hold))
         env.delenv("RAY_ADDRESS", raising=False)
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         _reload_ray_auth()  # this process reads RAY_AUTH_MODE once; the Cluster's GCS clients live here
@@ -270,7 +272,7 @@ def test_a_study_runs_on_the_worker_nodes_and_reports_like_a_local_run(site, cal
 
 def test_a_worker_node_lost_mid_study_is_replaced_and_its_trials_resume(site, calm):
     site.hold.unlink()  # trials wait after their first checkpoint, so the node dies mid-trial
-    driver = site.ablate(site.spec("node_lost", seeds="[0]"))
+    driver = site.ablate(site.spec("node_lost", seeds="[0]"), hold=True)
     wait_for_checkpoints(site.root / "results" / "node_lost", 2, driver)
     victim = site.workers[0]
     victim_id = victim.node_id
@@ -301,7 +303,7 @@ def test_a_worker_node_lost_mid_study_is_replaced_and_its_trials_resume(site, ca
 
 def test_a_tracking_server_restarted_mid_study_loses_nothing(site, calm):
     site.hold.unlink()
-    driver = site.ablate(site.spec("server_restart", seeds="[0]"))
+    driver = site.ablate(site.spec("server_restart", seeds="[0]"), hold=True)
     wait_for_checkpoints(site.root / "results" / "server_restart", 2, driver)
     site.server.stop()
     site.hold.write_text("")  # epochs 2, 3 and the final results arrive while no server answers
@@ -322,7 +324,7 @@ def test_a_tracking_server_gone_for_longer_than_the_retries_stops_the_study_loud
     # MLflow's client retries for ~4 minutes by default; with no retries the outage outlasts them at once
     site.hold.unlink()
     driver = site.ablate(site.spec("server_gone", seeds="[0]"),
-                         env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+                         env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}, hold=True)
     wait_for_checkpoints(site.root / "results" / "server_gone", 2, driver)
     site.server.stop()
     site.hold.write_text("")

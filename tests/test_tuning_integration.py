@@ -185,6 +185,11 @@ def test_tpe_asha_search_and_a_diverging_trial_does_not_stop_the_study(ray_local
 
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_metrics(ray_local, study_dirs, tmp_path):
+    import json
+    from pathlib import Path
+
+    from faults import crash_once, patched
+
     marker = tmp_path / "crashed"
     spec_text = "name: NAME\n" + BASE + "seeds: [0]\nvariants:\n  full: {}\nresources: {cpu: 1}\nmax_failures: 2\n"
     undisturbed = tmp_path / "a.yaml"
@@ -192,10 +197,18 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_metrics(ray_l
     calm = run_ablation(load_ablation_spec(undisturbed), **study_dirs)
     crashing = tmp_path / "b.yaml"
     crashing.write_text(spec_text.replace("NAME", "crash"))
-    crashed = run_ablation(load_ablation_spec(crashing), **study_dirs, crash_once_marker=str(marker))
+    with patched(crash_once(marker)):  # the trial's worker process exits right after its epoch-1 checkpoint
+        crashed = run_ablation(load_ablation_spec(crashing), **study_dirs)
     assert marker.exists(), "the trial never crashed"
     assert crashed["finished"] == 1
     assert crashed["variants"]["full"]["test"] == calm["variants"]["full"]["test"]
+    # resumed from the epoch-1 checkpoint, not restarted: Tune saw every epoch once, then the final result
+    (result_file,) = Path(study_dirs["storage"], "crash").glob("*/result.json")
+    epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines() if line.strip()]
+    assert epochs == [1, 2, 3, 3]
+    _, _, (kid,) = children(study_dirs["tracking_uri"], "crash")
+    assert [m.step for m in MlflowClient(study_dirs["tracking_uri"]).get_metric_history(
+        kid.info.run_id, "valid_recall_at_20")] == [1, 2, 3]
 
 
 def test_standalone_model_search_reports_every_epoch(ray_local, study_dirs, tmp_path):

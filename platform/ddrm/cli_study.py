@@ -18,8 +18,8 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every trial, e.g. --set train.epochs=2")
     p.add_argument("--max-epochs", type=int, metavar="N",
-                   help="smoke run: cap every stage of every trial (backend, DDRM, standalone model) at N epochs "
-                        "(train.max_epochs; recorded with each run and marked in the report)")
+                   help="smoke run: cap every stage of every trial (backend, DDRM, standalone model) at N >= 1 "
+                        "epochs (train.max_epochs; recorded with each run and marked in the report)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     p.add_argument("--storage", help="Tune results folder, shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--data-dir", help="folder holding prepared datasets (default: $DDRM_DATA_DIR, else ./data)")
@@ -62,10 +62,11 @@ def _study_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set`` overrides of a study, plus ``train.max_epochs`` from ``--max-epochs``."""
     overrides = _overrides(args.overrides)
     if args.max_epochs is not None:
-        if args.max_epochs < 0:
+        if args.max_epochs < 1:  # 0 would run a whole study of untrained models
             from .errors import ConfigError
 
-            raise ConfigError(f"--max-epochs {args.max_epochs}: expected an integer >= 0")
+            raise ConfigError(f"--max-epochs {args.max_epochs}: expected an integer >= 1 (the most epochs every "
+                              "stage of every trial trains)")
         overrides["train.max_epochs"] = args.max_epochs
     return overrides
 

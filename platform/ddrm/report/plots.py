@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..stats import mean_std
+
 LINE_METRICS = ("test_recall_at_20", "test_ndcg_at_20")
 LABELS = {"test_recall_at_20": "test Recall@20", "test_ndcg_at_20": "test NDCG@20"}
 
@@ -50,6 +52,13 @@ def swept_numeric(frame: pd.DataFrame) -> list[str]:
     return keys
 
 
+def _mean_std_by(grouped) -> pd.DataFrame:
+    """``mean``/``std`` per group of a grouped Series by :func:`ddrm.stats.mean_std` (one seed: std NaN, drawn
+    without an error bar)."""
+    rows = {key: mean_std(values) for key, values in grouped}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "std"], dtype=float)
+
+
 def _mode(series: pd.Series) -> str:
     return series.astype(str).value_counts().index[0]
 
@@ -65,7 +74,7 @@ def _bars(frame: pd.DataFrame, path: Path) -> None:
                              squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for k, model in enumerate(models):
-            stats = frame[frame["model"] == model].groupby("variant", sort=False)[metric].agg(["mean", "std"])
+            stats = _mean_std_by(frame[frame["model"] == model].groupby("variant", sort=False)[metric])
             stats = stats.reindex(variants)
             x = np.arange(len(variants)) + (k - (len(models) - 1) / 2) * width
             ax.bar(x, stats["mean"], width, yerr=stats["std"].fillna(0.0), capsize=3, label=model)
@@ -97,7 +106,7 @@ def _distinct_lines(series: list[tuple[str, pd.DataFrame]], metric: str) -> list
     (e.g. a backend diagnostic shared by every variant on that backend), so none hides another unseen."""
     lines: list[tuple[list[str], pd.DataFrame]] = []
     for name, group in series:
-        stats = group.groupby("_x")[metric].agg(["mean", "std"]).dropna(subset=["mean"]).sort_index()
+        stats = _mean_std_by(group.groupby("_x")[metric]).dropna(subset=["mean"]).sort_index()
         if stats.empty:
             continue
         twin = next((names for names, seen in lines if seen.index.equals(stats.index)

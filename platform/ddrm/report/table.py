@@ -16,6 +16,7 @@ from scipy.stats import ttest_rel
 
 from ..host import HOST_TAGS
 from ..metrics import DIAG, REPORT_METRICS, TEST
+from ..stats import format_mean_std, mean_std
 
 TABLE_METRICS = tuple(TEST + m for m in REPORT_METRICS)  # test_recall_at_10, ...
 SHORT = {TEST + m: m.replace("recall_at_", "R@").replace("ndcg_at_", "N@") for m in REPORT_METRICS}
@@ -75,9 +76,7 @@ def summarize(frame: pd.DataFrame, reference: str | None = None,
         row = {"model": model, "variant": variant, "n_seeds": len(group),
                "seeds": " ".join(str(s) for s in sorted(group["seed"])), "n_replayed": int(sum(replayed))}
         for metric in metrics:
-            values = group[metric].dropna().to_numpy(dtype=float)
-            row[f"{metric}_mean"] = values.mean() if len(values) else float("nan")
-            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")  # one seed: no spread
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(group[metric])  # one seed: std NaN
             has_test = ref is not None and len(ref) and variant != reference
             row[f"{metric}_p"] = paired_p_value(group, ref, metric) if has_test else float("nan")
             if base_rows is not None:
@@ -117,9 +116,7 @@ def _cell(row: pd.Series, metric: str, alpha: float) -> str:
         return "–"
     star = "*" if row[f"{metric}_p"] < alpha else ""
     star += "†" if row.get(f"{metric}_p_baseline", float("nan")) < alpha else ""
-    if np.isnan(row[f"{metric}_std"]):  # a single seed has no sample std: show the value alone
-        return f"{row[f'{metric}_mean']:.4f}{star}"
-    return f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}{star}"
+    return format_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) + star  # one seed: the value alone
 
 
 def markdown(summary: pd.DataFrame, metrics: list[str], reference: str | None, alpha: float = 0.01) -> str:

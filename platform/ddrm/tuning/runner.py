@@ -258,8 +258,10 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
 def ablation_table(spec: AblationSpec, plan: StudyPlan, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """The end-of-study table (:mod:`ddrm.report.table`: mean ± std of the test metrics over seeds per variant,
     ``*`` against the spec's reference) and per-variant stats ``{variant: {n, failed, test: {metric: {mean,
-    std, values}}}}``; failed trials are counted apart."""
+    std, values}}}}`` (:func:`ddrm.stats.seed_stats`: std ``None`` for one seed); failed trials are counted
+    apart."""
     from ..report.table import TABLE_METRICS, markdown, summarize
+    from ..stats import seed_stats
 
     records, failed = [], {name: 0 for name in spec.variants}
     for row in rows:
@@ -283,11 +285,9 @@ def ablation_table(spec: AblationSpec, plan: StudyPlan, rows: list[dict[str, Any
         group = frame[frame["full_name"] == name]
         per_metric = {}
         for metric in TABLE_METRICS:
-            values = group[metric].dropna().to_numpy(dtype=float)
-            if len(values):
-                per_metric[metric[len(TEST):]] = {"mean": float(values.mean()),
-                                                  "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                                                  "values": values.tolist()}
+            stats_of_metric = seed_stats(group[metric])  # one seed: std None (undefined, not 0)
+            if stats_of_metric["values"]:
+                per_metric[metric[len(TEST):]] = stats_of_metric
         stats[name] = {"n": len(group), "failed": failed[name], "test": per_metric}
     return text, stats
 
@@ -302,8 +302,7 @@ def ablation_plan(spec: AblationSpec, ctx: StudyContext, resources: Resources) -
 
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
-                 data_dir: str | None = None, resume: bool = False,
-                 crash_once_marker: str | None = None, reuse_from: list[str] | None = None,
+                 data_dir: str | None = None, resume: bool = False, reuse_from: list[str] | None = None,
                  import_runs: str | None = None) -> dict[str, Any]:
     """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats.
 
@@ -311,9 +310,6 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
 
     ``reuse_from``: tracking URIs whose FINISHED trial runs with the same complete config are replayed
     instead of retrained (see :mod:`.reuse`).
-
-    ``crash_once_marker`` (fault-injection tests): each trial kills its own worker after its first
-    evaluation unless that marker file exists, creating it first — so exactly one crash happens.
     """
     from ray import tune
 
@@ -356,7 +352,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
         reuse.update({k: replay_record(ctx.tracking_uri, run) for k, run in done_before.items()})
         print(f"resuming from the tracking store: {len(done_before)} of {len(trials)} trials finished before "
               f"and are replayed, not trained", flush=True)
-    plan = plan.with_changes(reuse=reuse, resumed_runs=resumed_runs, crash_once_marker=crash_once_marker)
+    plan = plan.with_changes(reuse=reuse, resumed_runs=resumed_runs)
     pretrain_backends([c for v, s, c in trials if trial_key(v, s) not in reuse],  # replayed trials need none
                       ctx, threads=plan.threads, min_uses=2)
     param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}

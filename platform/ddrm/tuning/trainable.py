@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,6 @@ from ..metrics import BEST, DIAG, TEST, add_prefix
 from .plan import StudyPlan
 
 STATE_FILE = "state.pt"
-FAULT_ENV = "DDRM_TEST_CRASH_ONCE"  # fault injection: marker path; the trial kills its worker once
-HOLD_ENV = "DDRM_TEST_HOLD"  # fault tests: after its epoch-1 checkpoint a trial waits until this file exists
 
 
 def trial_threads(planned: int) -> int:
@@ -85,8 +81,6 @@ def ddrm_trainable(params: dict[str, Any], plan: StudyPlan) -> None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
 
-    crash_marker = plan.crash_once_marker or os.environ.get(FAULT_ENV)
-    hold = os.environ.get(HOLD_ENV)
     placement = trial_placement(config.train.device)
 
     def report(event) -> None:
@@ -99,11 +93,6 @@ def ddrm_trainable(params: dict[str, Any], plan: StudyPlan) -> None:
         with tempfile.TemporaryDirectory() as folder:
             torch.save(event.state(), Path(folder) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        while hold and event.epoch == 1 and not Path(hold).exists():
-            time.sleep(0.2)  # a fault test kills this node (or the tracking server) now
-        if crash_marker and event.epoch == 1 and not Path(crash_marker).exists():
-            Path(crash_marker).write_text("crashed once")
-            os._exit(1)  # simulate a worker dying mid-trial (fault-tolerance test)
 
     try:
         result = run(config, data_dir=plan.data_dir, callback=report, progress=False, resume=resume,
