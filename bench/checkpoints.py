@@ -5,7 +5,7 @@ No training: each checkpoint is loaded (``backend.checkpoint``) and evaluated on
 ``tests/test_checkpoints.py`` asserts the same numbers against DESIGN §4; this writes them to a JSON that
 docs/RESULTS.md points at:
 
-    python bench/checkpoints.py --data-dir ../shared/datasets --json docs/results/reference_checkpoints.json
+    python bench/checkpoints.py --data-dir ../shared/datasets --json docs/results/benchmarks/reference_checkpoints.json
 """
 
 from __future__ import annotations

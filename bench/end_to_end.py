@@ -10,7 +10,7 @@ and the JSON records, per precision, the wall seconds from start to the final te
 load average around it (a wall time measured while other jobs ran is not a benchmark). Example
 (docs/PERFORMANCE.md):
 
-    python bench/end_to_end.py --data-dir ../shared/datasets --json docs/results/end_to_end.json
+    python bench/end_to_end.py --data-dir ../shared/datasets --json docs/results/benchmarks/end_to_end.json
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ alternating, and medians reported, because the machine is shared):
 
 The backend DDRM uses is the cached trained MF of the default config when present (``ddrm train --backend mf
 --no-ddrm``), else an untrained one — timings do not depend on the weights; the JSON says which.
-Writes ``docs/results/precision_<hostkind>.json`` (hostkind: ``cpu_avx512_bf16``, ``cpu_amx_bf16``,
+Writes ``docs/results/benchmarks/precision_<hostkind>.json`` (hostkind: ``cpu_avx512_bf16``, ``cpu_amx_bf16``,
 ``cpu_no_bf16`` or ``cuda``) unless ``--json`` says otherwise.
 
 Accuracy (paired, same cached backend per seed — under ``train.precision: bf16`` the backend stays fp32, so
@@ -31,7 +31,7 @@ its cache key is the fp32 one)::
 
     python bench/seed_table.py --data-dir ../shared/datasets --seeds 0 1 2 --set train.threads=1 \\
         --variant "MF + DDRM fp32=" --variant "MF + DDRM bf16=train.precision=bf16" \\
-        --json docs/results/precision_accuracy_ml1m.json
+        --json docs/results/runs/precision_accuracy_ml1m.json
 """
 
 from __future__ import annotations
@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions per dtype (default 3, --quick 2)")
     parser.add_argument("--ddrm-fraction", type=float, help="share of a DDRM epoch timed (default 1, --quick 0.05)")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    parser.add_argument("--json", help="default docs/results/precision_<hostkind>.json (--quick: bench_results/)")
+    parser.add_argument("--json",
+                        help="default docs/results/benchmarks/precision_<hostkind>.json (--quick: bench_results/)")
     parser.add_argument("--gemm-seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child-gemm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -390,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{host['cpu_model']}, bf16 flags {host['bf16_flags'] or 'none'}, torch {host['torch']}, "
           f"{args.threads} thread(s), medians of {reps} interleaved repetitions\n")
     print("\n".join(lines))
-    default = (Path("bench_results") if args.quick else Path("docs/results")) / f"precision_{results['host_kind']}.json"
+    folder = Path("bench_results") if args.quick else Path("docs/results/benchmarks")
+    default = folder / f"precision_{results['host_kind']}.json"
     target = Path(args.json) if args.json else REPO / default
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(results, indent=2))

@@ -10,7 +10,7 @@ full grid it replaces would cost (grid points x max_t), and the load average aro
 time measured while other jobs ran is not a benchmark). Example (docs/PERFORMANCE.md):
 
     python bench/search_cost.py --data-dir ../shared/datasets --precision fp32 \\
-        --tracking-uri sqlite:///docs/results/tuned_ml1m/mlruns.db --json docs/results/search_cost_fp32.json
+        --tracking-uri sqlite:///docs/results/tuned_ml1m/mlruns.db --json docs/results/benchmarks/search_cost_fp32.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Reported: best validation Recall@20 found, its test Recall@20, and the total DDR
 spent (the cost). Example (docs/RESULTS.md):
 
     python bench/search_efficiency.py --data-dir ../shared/datasets --epochs 3 --tpe-samples 12 \\
-        --json docs/results/search_efficiency.json
+        --json docs/results/benchmarks/search_efficiency.json
 """
 
 from __future__ import annotations

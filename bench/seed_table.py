@@ -6,7 +6,7 @@ seed and reused from the cache by every variant of that seed. Example (the MF ro
     python bench/seed_table.py --data-dir ../shared/datasets --seeds 0 1 2 \\
         --variant "MF-BPR=ddrm.enabled=false" \\
         --variant "MF + mean of liked items=ddrm.inference_steps=0" \\
-        --variant "MF + DDRM=" --json docs/results/mf_ml1m.json
+        --variant "MF + DDRM=" --json docs/results/runs/mf_ml1m.json
 
 Long runs survive interruption: after every evaluation the run's resumable state is saved under
 ``--checkpoint-dir`` (default ``~/.cache/ddrm/seed_table``, keyed by the run's full config), and a rerun

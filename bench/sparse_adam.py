@@ -6,7 +6,7 @@ and reports the median seconds of each and their ratio. The accuracy side (3 see
 ablation ``ablations/sparse_adam_ml1m.yaml``. Both sides run in this process with the same threads, so the
 ratio is a same-host figure; the host's CPU is recorded with it.
 
-    python bench/sparse_adam.py --data-dir ../shared/datasets --json docs/results/sparse_adam_speed.json
+    python bench/sparse_adam.py --data-dir ../shared/datasets --json docs/results/benchmarks/sparse_adam_speed.json
     python bench/sparse_adam.py --data-dir ../shared/datasets --quick     # 1/20-size Yelp, 10 % of an epoch
 """
 

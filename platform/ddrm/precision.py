@@ -8,8 +8,9 @@ the scores and the ranking all stay fp32.
 
 Only DDRM's denoisers use it (:data:`BF16_STAGES`): the backends (MF, LightGCN, SGL) and the standalone
 models (not wired, not measured) train in fp32 under ``train.precision: bf16`` too, so a bf16 run reuses the
-fp32 backend's cache entry. Measured with ``bench/precision.py`` (docs/results/precision_cpu_avx512_bf16.json;
-AMD EPYC with avx512_bf16, 1 thread, torch 2.13, a shared and busy machine, medians of 3 interleaved repetitions):
+fp32 backend's cache entry. Measured with ``bench/precision.py``
+(docs/results/benchmarks/precision_cpu_avx512_bf16.json; AMD EPYC with avx512_bf16, 1 thread, torch 2.13, a shared
+and busy machine, medians of 3 interleaved repetitions):
 
 - DDRM-MF at the released settings: a training epoch 54.6 s fp32 -> 15.9 s bf16 (3.4x), a validation pass
   with 20 reverse steps 1.71 s -> 1.06 s (1.6x; ranking stays fp32); ``torch.mm`` 56 -> 183 GFLOP/s;
