@@ -88,7 +88,8 @@ def test_gzip_and_folder(tmp_path):
 
 def test_detect_by_content(tmp_path):
     assert detect_format(_write(tmp_path / "x.txt", "1::2::3::4\n")) == "ml-1m"
-    assert detect_format(_write(tmp_path / "y.txt", "1\t2\t3\t4\n")) == "ml-100k"
+    assert detect_format(_write(tmp_path / "y.txt", "1\t2\t3\t4\n")) == "uirt"  # the ML-100K layout, any name
+    assert detect_format(_write(tmp_path / "v.txt", "1\t2\t3\n")) == "uir"
     assert detect_format(_write(tmp_path / "z.txt", "1,2,3,4\n")) == "csv"
     with pytest.raises(DataError, match="cannot detect"):
         detect_format(_write(tmp_path / "w.txt", "1 2 3 4\n"))

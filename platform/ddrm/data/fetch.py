@@ -141,16 +141,26 @@ def available(data_dir: str | os.PathLike | None = None) -> list[str]:
 def ensure_dataset(name: str, data_dir: str | os.PathLike | None = None) -> None:
     """Make ``<data_dir>/<name>`` exist: nothing if it holds train_list.npy; else build ``<source>_<setting>``
     (source ml-1m / ml-100k, setting noisy = natural / natural / clean) from ``<data_dir>/raw/<source>/``,
-    fetching the raw archive when it is missing, with the default ratios; else DataError."""
+    fetching the raw archive when it is missing, with the default ratios; or a preset of :mod:`.presets`
+    (amazon-hin_noisy, yelp-hin_noisy, ...) from its raw file; else DataError."""
+    from .presets import build_preset, parse_preset, preset_names
     from .raw import read_ratings
     from .split import prepare
 
     root = resolve_data_dir(data_dir)
     if (root / name / "train_list.npy").is_file():
         return
+    if parse_preset(name) is not None:
+        try:
+            build_preset(name, root)
+        except DataError:
+            if (root / name / "train_list.npy").is_file():  # built concurrently by another process
+                return
+            raise
+        return
     match = re.fullmatch(r"(ml-1m|ml-100k)_(noisy|natural|clean)", name)
     if not match:
-        buildable = [f"{s}_{t}" for s in DATASETS for t in BUILDABLE_SETTINGS]
+        buildable = [f"{s}_{t}" for s in DATASETS for t in BUILDABLE_SETTINGS] + preset_names()
         raise DataError(
             f"dataset {name!r} not found in {root}; available: {available(root)}; buildable on demand: {buildable}"
         )

@@ -2,6 +2,9 @@
 ``[user, item]``, 0-based contiguous ids), optional ``train_noise.npy`` (bool per train row),
 ``meta.json``, ``user_ids.npy`` / ``item_ids.npy`` (original id of each index).
 
+How the split was made is read from meta.json (``split_kind``, ``split_seed``, ``split_order``, written by
+:func:`ddrm.data.split.prepare`) and shown by :attr:`InteractionData.split_kind` / :attr:`~InteractionData.split_label`.
+
 :func:`load_prepared` validates on load; :func:`write_prepared` writes atomically.
 """
 
@@ -11,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from ..errors import DataError
 
 SPLITS = ("train", "valid", "test")
 DATA_DIR_ENV = "DDRM_DATA_DIR"
+UNSPECIFIED_SPLIT = "unspecified"  # split_kind of a folder whose meta.json does not say (e.g. the shipped ml-1m splits)
 
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -48,6 +52,30 @@ class InteractionData:
     train_noise: np.ndarray | None = None  # bool (N_train,): True = injected / false positive
     meta: dict[str, Any] = field(default_factory=dict)
     _csr_cache: dict[str, sp.csr_matrix] = field(default_factory=dict, repr=False)
+
+    @property
+    def split_kind(self) -> str:
+        """``chronological`` / ``random`` as recorded in meta.json; folders prepared before ``split_kind`` was
+        recorded (meta.json with a ``split_rule``) were all chronological; without either: ``unspecified``."""
+        kind = self.meta.get("split_kind")
+        if isinstance(kind, str) and kind:
+            return kind
+        return "chronological" if "split_rule" in self.meta else UNSPECIFIED_SPLIT
+
+    @property
+    def split_seed(self) -> int | None:
+        """The seed of a random split (None otherwise)."""
+        seed = self.meta.get("split_seed")
+        return int(seed) if self.split_kind == "random" and isinstance(seed, int) else None
+
+    @property
+    def split_label(self) -> str:
+        """A short label for reports, e.g. ``chronological (ties: item id)`` or ``random (seed 0)``."""
+        if self.split_kind == "random":
+            return f"random (seed {self.split_seed})" if self.split_seed is not None else "random"
+        if self.split_kind == "chronological":
+            return "chronological (ties: item id)"
+        return self.split_kind
 
     def split(self, name: str) -> np.ndarray:
         if name not in SPLITS:
@@ -231,8 +259,13 @@ def write_prepared(
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise DataError(f"{folder} already exists (pass overwrite / --force to replace it)")
+    existing = next(p for p in (folder.parent.absolute(), *folder.parent.absolute().parents) if p.exists())
+    if not existing.stat().st_mode & 0o222:  # a read-only folder (e.g. ../shared), even for root, who could write
+        raise DataError(f"cannot write {folder}: {existing} is read-only; choose a writable --data-dir or --out")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    # a unique hidden sibling made with mkdir, so the final folder gets the umask's permissions (mkdtemp: 0700)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
         for split, array in (("train", train), ("valid", valid), ("test", test)):
             np.save(tmp / f"{split}_list.npy", np.asarray(array, dtype=np.int64).reshape(-1, 2))

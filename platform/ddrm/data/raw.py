@@ -1,12 +1,16 @@
 """Raw rating readers → a DataFrame with columns ``user`` (str), ``item`` (str), ``rating`` (float64),
 ``timestamp`` (int64, unix seconds), one row per distinct (user, item) pair.
 
-Formats: ``ml-1m`` (``ratings.dat``, ``::``), ``ml-100k`` (``u.data``, tab), ``csv`` (``user,item,rating,timestamp``
-with or without a header), ``amazon`` (review JSON lines: ``reviewerID, asin, overall, unixReviewTime``),
-``yelp`` (review JSON lines: ``user_id, business_id, stars, date``). Files may be gzip-compressed (``.gz``).
+Formats: ``ml-1m`` (``ratings.dat``, ``::``), ``ml-100k`` (``u.data``, tab), ``uirt`` (``user<TAB>item<TAB>rating
+<TAB>timestamp``, no header: the ML-100K layout under any file name), ``uir`` (``user<TAB>item<TAB>rating``, no header,
+NO timestamp: the frame's timestamps are 0 and ``df.attrs["has_timestamp"]`` is False, so a split must be random),
+``csv`` (``user,item,rating,timestamp`` with or without a header), ``amazon`` (review JSON lines: ``reviewerID, asin,
+overall, unixReviewTime``), ``yelp`` (review JSON lines: ``user_id, business_id, stars, date``). A tab-separated file
+that is not named ``u.data`` is detected by the number of fields on its first line (4: uirt, 3: uir); every line
+must then have that many. Files may be gzip-compressed (``.gz``).
 Malformed input raises :class:`~ddrm.errors.DataError` naming the file and, where possible, the line.
 
-Longer than the project's ~350 lines on purpose: the five readers, format detection and the shared
+Longer than the project's ~350 lines on purpose: the seven readers, format detection and the shared
 line-numbered error helpers they all call form one table of formats; split, each reader would import the
 private helpers of another module.
 """
@@ -19,6 +23,7 @@ import io
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +33,12 @@ import pandas as pd
 from ..errors import ConfigError, DataError
 
 COLUMNS = ("user", "item", "rating", "timestamp")
-FORMATS = ("ml-1m", "ml-100k", "csv", "amazon", "yelp")
+FORMATS = ("ml-1m", "ml-100k", "uirt", "uir", "csv", "amazon", "yelp")
+# Tab-separated layouts by field count (auto-detection and the "what is allowed" part of error messages).
+TAB_LAYOUTS = {4: ("uirt", "user item rating timestamp"), 3: ("uir", "user item rating")}
+TAB_ALLOWED = ("a tab-separated ratings file has 3 fields (user item rating) or 4 fields "
+               "(user item rating timestamp), the same number on every line")
+HAS_TIMESTAMP = "has_timestamp"  # DataFrame.attrs key: False when the source had no timestamps (format uir)
 # File names looked for when ``read_ratings`` is given a folder (e.g. ``data/raw/ml-1m``).
 KNOWN_FILES = ("ratings.dat", "u.data", "ratings.csv")
 JSON_KEYS = {
@@ -84,8 +94,8 @@ class _Delimited:
     may come back float64 / int64 already), one row per record."""
 
     def __init__(self, path: Path, text: str, sep: str, n_fields: int, what: str, skip: int = 0,
-                 numeric: bool = False):
-        self.path, self.text, self.sep, self.what, self.skip = path, text, sep, what, skip
+                 numeric: bool = False, hint: str = ""):
+        self.path, self.text, self.sep, self.what, self.skip, self.hint = path, text, sep, what, skip, hint
         body = text
         for _ in range(skip):  # drop the header line (and the blank lines before it)
             start = 0
@@ -101,17 +111,21 @@ class _Delimited:
                        skipinitialspace=True, index_col=False,
                        quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE)
         self.fields = None
-        if numeric:  # fast path: the C parser converts the numbers; any trouble falls back to strings
-            try:
-                self.fields = pd.read_csv(io.StringIO(body), dtype={0: str, 1: str, 2: "float64", 3: "int64"},
-                                          **options)
-            except (pd.errors.ParserError, ValueError, OverflowError):
-                self.fields = None
-        if self.fields is None:
-            try:
-                self.fields = pd.read_csv(io.StringIO(body), dtype=str, **options)
-            except (pd.errors.ParserError, ValueError):
-                self.fields = None
+        # A line with exactly one field too many is only a ParserWarning (pandas drops the field): an error here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            if numeric:  # fast path: the C parser converts the numbers; any trouble falls back to strings
+                try:
+                    types = {0: str, 1: str, 2: "float64", 3: "int64"}
+                    self.fields = pd.read_csv(io.StringIO(body), **options,
+                                              dtype={c: types[c] for c in range(min(4, n_fields))})
+                except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError, OverflowError):
+                    self.fields = None
+            if self.fields is None:
+                try:
+                    self.fields = pd.read_csv(io.StringIO(body), dtype=str, **options)
+                except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
+                    self.fields = None
         if self.fields is not None and self.fields.empty:
             raise DataError(f"{path}: empty file (no ratings{' below the header' if skip else ''})")
         if self.fields is None or any((self.fields[c] == "").to_numpy().any()
@@ -125,7 +139,7 @@ class _Delimited:
             parts = [p.strip() for p in _split_line(lines[number - 1].strip(), self.sep)]
             if len(parts) != n_fields:
                 raise DataError(f"{self.path}: line {number}: expected {n_fields} {self.what}-separated fields, "
-                                f"found {len(parts)}: {lines[number - 1].strip()[:80]!r}")
+                                f"found {len(parts)}: {lines[number - 1].strip()[:80]!r}{self.hint}")
             if "" in parts:
                 raise DataError(f"{self.path}: line {number}: field {parts.index('') + 1} is empty")
         raise DataError(f"{self.path}: cannot parse as {n_fields} {self.what}-separated fields")
@@ -164,11 +178,15 @@ def _finish(user: pd.Series, item: pd.Series, rating: pd.Series, timestamp: pd.S
 
 
 # --------------------------------------------------------------------------------------------- readers
-def _read_delimited(path: str | os.PathLike, sep: str, what: str) -> pd.DataFrame:
+def _read_delimited(path: str | os.PathLike, sep: str, what: str, hint: str = "") -> pd.DataFrame:
     path = Path(path)
-    table = _Delimited(path, _read_text(path), sep, 4, what, numeric=True)
+    table = _Delimited(path, _read_text(path), sep, 4, what, numeric=True, hint=hint)
     f = table.fields
     return _finish(f[0], f[1], f[2], f[3], table.where)
+
+
+def _tab_hint(fmt: str, n_fields: int) -> str:
+    return f" (format {fmt}: {TAB_LAYOUTS[n_fields][1]}); {TAB_ALLOWED}"
 
 
 def read_ml1m(path: str | os.PathLike) -> pd.DataFrame:
@@ -178,7 +196,25 @@ def read_ml1m(path: str | os.PathLike) -> pd.DataFrame:
 
 def read_ml100k(path: str | os.PathLike) -> pd.DataFrame:
     """MovieLens-100K ``u.data``: ``user<TAB>item<TAB>rating<TAB>timestamp``, no header."""
-    return _read_delimited(path, "\t", "tab")
+    return _read_delimited(path, "\t", "tab", hint=_tab_hint("ml-100k", 4))
+
+
+def read_uirt(path: str | os.PathLike) -> pd.DataFrame:
+    """``user<TAB>item<TAB>rating<TAB>timestamp`` (unix seconds), no header, any file name (e.g. the Amazon HIN
+    ``user_item.dat``)."""
+    return _read_delimited(path, "\t", "tab", hint=_tab_hint("uirt", 4))
+
+
+def read_uir(path: str | os.PathLike) -> pd.DataFrame:
+    """``user<TAB>item<TAB>rating``, no header, no timestamp (e.g. the Yelp HIN ``user_business.dat``). The frame's
+    ``timestamp`` column is 0 everywhere and ``df.attrs["has_timestamp"]`` is False: :func:`ddrm.data.split.prepare`
+    then splits in a seeded random order and refuses a chronological split."""
+    path = Path(path)
+    table = _Delimited(path, _read_text(path), "\t", 3, "tab", numeric=True, hint=_tab_hint("uir", 3))
+    f = table.fields
+    df = _finish(f[0], f[1], f[2], pd.Series(np.zeros(len(f), dtype=np.int64)), table.where)
+    df.attrs[HAS_TIMESTAMP] = False
+    return df
 
 
 def _is_number(text: str) -> bool:
@@ -300,6 +336,8 @@ def read_yelp_json(path: str | os.PathLike) -> pd.DataFrame:
 READERS: dict[str, Callable[[str | os.PathLike], pd.DataFrame]] = {
     "ml-1m": read_ml1m,
     "ml-100k": read_ml100k,
+    "uirt": read_uirt,
+    "uir": read_uir,
     "csv": read_csv_ratings,
     "amazon": read_amazon_json,
     "yelp": read_yelp_json,
@@ -319,7 +357,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "ml-100k"
     try:
         with _open_text(path) as handle:
-            first = next((line.strip() for line in handle if line.strip()), "")
+            number, first = next(((n, line.strip()) for n, line in enumerate(handle, start=1) if line.strip()),
+                                 (0, ""))
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not first:
@@ -339,7 +378,11 @@ def detect_format(path: str | os.PathLike) -> str:
     if "::" in first:
         return "ml-1m"
     if "\t" in first:
-        return "ml-100k"
+        n_fields = len(first.split("\t"))
+        if n_fields not in TAB_LAYOUTS:
+            raise DataError(f"{path}: line {number}: found {n_fields} tab-separated fields; {TAB_ALLOWED} "
+                            f"(or pass a format, one of {', '.join(FORMATS)})")
+        return TAB_LAYOUTS[n_fields][0]
     if "," in first or name.endswith(".csv"):
         return "csv"
     raise DataError(f"{path}: cannot detect the ratings format; pass a format, one of {', '.join(FORMATS)}")

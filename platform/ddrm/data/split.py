@@ -1,7 +1,20 @@
 """Raw ratings → a prepared split folder (see :mod:`ddrm.data.prepared`), plus Table-1 statistics.
 
-Timeline cut (per user): the user's rows are sorted by ``(timestamp, item id)`` (the item id breaks ties, in
-numeric order when all ids are digit strings, so the order is total and reproducible). With ``n`` rows and ratios ``(r_train, r_valid, r_test)`` the cut points are
+Order (per user), the ``split`` argument:
+
+* ``chronological`` — the user's rows sorted by ``(timestamp, item id)``: ratings with the same timestamp (e.g. the
+  same day in the Amazon HIN file) are ordered by item id ascending, in numeric order when all ids are digit strings,
+  so the order is total and does not depend on the order of the input lines.
+* ``random`` — a seeded random order: the rows are put in ``(user id, item id)`` order (the same for any order of the
+  input lines), ``numpy.random.default_rng(seed).permutation(N)`` gives each row its rank, and each user's rows are
+  sorted by rank. Deterministic for a given seed and input; for data without timestamps (format ``uir``, Yelp HIN).
+* ``auto`` (default) — ``chronological``, or ``random`` when the frame has no timestamps
+  (``df.attrs["has_timestamp"] is False``); ``chronological`` on such a frame is refused.
+
+Meta.json records ``split_kind`` (chronological / random), ``split_seed`` (random only, else null) and
+``split_order`` (the rule in words); :attr:`InteractionData.split_kind` exposes it.
+
+Timeline cut: with ``n`` ordered rows of a user and ratios ``(r_train, r_valid, r_test)`` the cut points are
 ``b1 = max(1, round_half_up(n * r_train))`` and ``b2 = max(b1, round_half_up(n * (r_train + r_valid)))``; rows
 ``[0, b1)`` go to train, ``[b1, b2)`` to valid, ``[b2, n)`` to test. So every user with a row has a training
 row, and a user's train rows are never later than their valid rows, which are never later than their test rows.
@@ -33,9 +46,15 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from .prepared import InteractionData, write_prepared
-from .raw import COLUMNS, deduplicate
+from .raw import COLUMNS, HAS_TIMESTAMP, deduplicate
 
 SETTINGS = ("clean", "natural", "random")
+SPLIT_KINDS = ("auto", "chronological", "random")
+SPLIT_ORDER = {
+    "chronological": "per user by (timestamp, item id); same-timestamp ratings ordered by item id ascending "
+                     "(numeric ids in numeric order)",
+    "random": "per user by numpy default_rng(split_seed).permutation over all rows in (user id, item id) order",
+}
 SETTING_ALIASES = {"noisy": "natural"}
 DEFAULT_RATIOS = (0.7, 0.1, 0.2)
 _EPS = 1e-9
@@ -126,6 +145,27 @@ def _group_rank(sorted_groups: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_groups)) - np.repeat(starts, lengths)
 
 
+def random_ranks(user: np.ndarray, item: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded random rank per row (int64 ``(N,)``, a permutation of 0..N-1) assigned in ``(user, item)`` order, so
+    the ranks of a (user, item) pair do not depend on the row order of the input (codes: see :func:`encode`)."""
+    canonical = np.lexsort((item, user))
+    ranks = np.empty(len(user), dtype=np.int64)
+    ranks[canonical] = np.random.default_rng(seed).permutation(len(user))
+    return ranks
+
+
+def resolve_split(split: str, has_timestamp: bool, source: str | None = None) -> str:
+    """``auto`` → chronological when the frame has timestamps, else random (ConfigError / DataError otherwise)."""
+    if split not in SPLIT_KINDS:
+        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_KINDS)}")
+    if split == "auto":
+        return "chronological" if has_timestamp else "random"
+    if split == "chronological" and not has_timestamp:
+        raise DataError(f"{source or 'the ratings'}: no timestamps (format uir), so a chronological split is "
+                        f"impossible; use split random (--split random, seeded by --seed)")
+    return split
+
+
 def cut_timelines(user: np.ndarray, timestamp: np.ndarray, item: np.ndarray,
                   ratios: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Chronological per-user cut (module docstring). Inputs int64 ``(N,)`` codes / seconds; returns ``order``
@@ -212,11 +252,16 @@ def prepare(
     seed: int = 0,
     overwrite: bool = False,
     source: str | None = None,
+    split: str = "auto",
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Split ``df`` (columns user, item, rating, timestamp) into a prepared folder; see the module docstring for
     the exact rules. Writes train/valid/test_list.npy (int64 ``(N, 2)``), train_noise.npy (bool ``(N_train,)``),
-    valid_noise.npy (bool ``(N_valid,)``), user_ids.npy / item_ids.npy (unicode), meta.json — atomically."""
+    valid_noise.npy (bool ``(N_valid,)``), user_ids.npy / item_ids.npy (unicode), meta.json — atomically.
+    ``split``: auto / chronological / random (seeded by ``seed``, which also seeds the random setting);
+    ``extra_meta``: further meta.json keys (e.g. the dataset name), which may not replace the computed ones."""
     setting, ratios = check_arguments(setting, ratios, noise_ratio, positive_threshold)
+    split = resolve_split(split, bool(getattr(df, "attrs", {}).get(HAS_TIMESTAMP, True)), source)
     out_folder = Path(out_folder)
     if out_folder.exists() and not overwrite:
         raise DataError(f"{out_folder} already exists (pass overwrite / --force to replace it)")
@@ -228,7 +273,8 @@ def prepare(
     base = np.arange(len(df)) if setting == "natural" else np.flatnonzero(positive)
     if len(base) == 0:
         raise DataError(f"no rating >= {positive_threshold} in the input: nothing to split")
-    order, part = cut_timelines(user[base], timestamp[base], item[base], ratios)
+    when = timestamp[base] if split == "chronological" else random_ranks(user[base], item[base], seed)
+    order, part = cut_timelines(user[base], when, item[base], ratios)
     picked = base[order]
     noise = ~positive[picked]
     keep = ~(noise & (part == 2))  # test holds true positives only
@@ -261,7 +307,10 @@ def prepare(
         "noise_ratio": None if noise_ratio is None else float(noise_ratio),
         "seed": int(seed),
         "source": None if source is None else str(source),
-        "split_rule": "per user by (timestamp, item); b1=max(1,round(n*r_train)), b2=round(n*(r_train+r_valid))",
+        "split_rule": f"{SPLIT_ORDER[split]}; b1=max(1,round(n*r_train)), b2=round(n*(r_train+r_valid))",
+        "split_kind": split,
+        "split_order": SPLIT_ORDER[split],
+        "split_seed": int(seed) if split == "random" else None,
         "counts": {
             "raw_interactions": int(len(df)),
             "raw_users": int(len(raw_user_ids)),
@@ -276,6 +325,10 @@ def prepare(
             "users_dropped_without_train": dropped_users,
         },
     }
+    clash = sorted(set(extra_meta or {}) & set(meta))
+    if clash:
+        raise ConfigError(f"extra_meta may not replace meta.json keys {clash}")
+    meta.update(extra_meta or {})
     return write_prepared(
         out_folder, pairs[0], pairs[1], pairs[2], train_noise=train_noise, meta=meta, overwrite=overwrite,
         extra={"user_ids": raw_user_ids[used_users], "item_ids": raw_item_ids[used_items], "valid_noise": valid_noise},
@@ -285,7 +338,8 @@ def prepare(
 # --------------------------------------------------------------------------------------------- statistics
 def table1_stats(data: InteractionData) -> dict[str, Any]:
     """Table-1 style counts of a prepared split: users, items, interactions (train+valid+test), density,
-    train/valid/test, and ``train_noisy`` / ``train_noise_share`` when train_noise exists."""
+    train/valid/test, ``train_noisy`` / ``train_noise_share`` when train_noise exists, and ``split`` (how it was
+    split: :attr:`InteractionData.split_label`)."""
     raw = data.stats()
     order = ("users", "items", "interactions", "density", "train", "valid", "test")
     stats = {key: raw[key] for key in order}
@@ -303,6 +357,7 @@ def table1_stats(data: InteractionData) -> dict[str, Any]:
     for key in ("setting", "noise_ratio"):
         if data.meta.get(key) is not None:
             stats[key] = data.meta[key]
+    stats["split"] = data.split_label
     return stats
 
 
