@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -53,17 +54,18 @@ def _module_file(root: Path, parts: list[str]) -> Path | None:
 
 def _imported_files(path: Path, root: Path) -> set[Path]:
     """The package files ``path`` imports (relative imports and ``ddrm.*``; local imports included)."""
-    package = path.parent.relative_to(root).parts
+    inside = path.is_relative_to(root)  # a model defined outside the package: only its ``ddrm.*`` imports count
+    package = path.parent.relative_to(root).parts if inside else ()
     found: set[Path] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
+            if node.level and inside:
                 base = list(package[:len(package) - node.level + 1])
             elif node.module and node.module.split(".")[0] == "ddrm":
                 base = []
                 node = ast.ImportFrom(module=node.module.partition(".")[2] or None, names=node.names, level=0)
             else:
-                continue
+                continue  # outside the package (a relative import of a file outside it is its own business)
             parts = base + (node.module.split(".") if node.module else [])
             target = _module_file(root, parts)
             if target is not None:
@@ -95,12 +97,13 @@ def import_closure(start: list[Path], root: Path) -> list[Path]:
 
 
 def _source_of(cls: type, root: Path) -> Path:
-    """The file under ``root`` defining ``cls`` (by its module path relative to the package)."""
-    relative = cls.__module__.split(".")[1:]
-    path = _module_file(root, relative)
-    if path is None:
-        raise ValueError(f"{cls.__module__} is not a module of the package at {root}")
-    return path
+    """The file defining ``cls``: under ``root`` by its module path for the package's own models, else the file
+    of its module (a model registered from outside the package, e.g. a user's own file)."""
+    if cls.__module__.split(".")[0] == "ddrm":
+        path = _module_file(root, cls.__module__.split(".")[1:])
+        if path is not None:
+            return path
+    return Path(inspect.getsourcefile(cls)).resolve()
 
 
 @lru_cache(maxsize=None)
@@ -120,7 +123,7 @@ def fingerprint_of(stage: str, model: str, denoise: str = "none", root: str | No
     files = dict.fromkeys([base / entry for entry in LOOP_SOURCES] + import_closure(start, base))
     digest = hashlib.sha1()
     for path in sorted(files):
-        digest.update(path.relative_to(base).as_posix().encode())
+        digest.update((path.relative_to(base).as_posix() if path.is_relative_to(base) else path.name).encode())
         digest.update(source_digest(path).encode())
     return digest.hexdigest()[:16]
 

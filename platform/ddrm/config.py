@@ -57,7 +57,7 @@ class TrainConfig(Params):
     threads: int | None = Field(default=None, ge=1)  # torch threads; None: all cores of this process
     device: Literal["auto", "cpu", "cuda"] = "auto"
     time_budget_minutes: float | None = Field(default=None, gt=0)  # stop a stage at the first evaluation past it
-    max_epochs: int | None = Field(default=None, ge=0)  # a cap on every stage's epochs (smoke runs)
+    max_epochs: int | None = Field(default=None, ge=1)  # a cap on every stage's epochs (smoke runs; 0 would train nothing)
     precision: Literal[PRECISIONS] = "fp32"  # bf16: DDRM's denoisers under autocast (ddrm.precision)
 
     def stage_epochs(self, stage_epochs: int | None) -> int:
