@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli_output import METRIC_ROWS, _check_writable, format_metrics, write_json_atomic  # noqa: F401
+from .cli_campaign import add_campaign_parser
 from .cli_study import _mlflow_hint, _with_study_flags, add_study_parsers  # noqa: F401 - the CLI's API
 from .errors import DDRMError
 
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(subparsers)
     _add_train_parser(subparsers)
     add_study_parsers(subparsers)
+    add_campaign_parser(subparsers)
     return parser
 
 

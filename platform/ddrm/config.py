@@ -292,8 +292,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Apply dotted overrides to a nested dict (copy). Old key names are renamed first (:mod:`ddrm.legacy`). A
     changed ``model.name`` (``denoise.name``) starts that section anew from the overrides' keys for it: one
-    model's settings are not another's; it also leaves ``ddrm.enabled`` to its default for the new model unless
-    the overrides set it. Unknown keys surface when the result is validated."""
+    model's settings are not another's; a switch to a model DDRM cannot wrap also leaves ``ddrm.enabled`` to its
+    default (off) unless the overrides set it. Unknown keys surface when the result is validated."""
     from .legacy import is_legacy, rename_flat_keys, upgrade_config
 
     nested = upgrade_config(nested) if is_legacy(nested) else nested
@@ -303,7 +303,7 @@ def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         new_name = overrides.get(f"{section}.name")
         if new_name is not None and new_name != (out.get(section) or {}).get("name"):
             out[section] = {}
-            if section == "model" and isinstance(out.get("ddrm"), Mapping):
+            if section == "model" and isinstance(out.get("ddrm"), Mapping) and not _wraps(new_name):
                 out["ddrm"] = {k: v for k, v in out["ddrm"].items() if k != "enabled"}
     for key, value in overrides.items():
         if key == "seed":
@@ -316,6 +316,13 @@ def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         out[section] = dict(out.get(section) or {})
         out[section][name] = value
     return out
+
+
+def _wraps(model_name: Any) -> bool:
+    """Whether DDRM can wrap model ``model_name`` (a backend); an unknown name is left to validation."""
+    from .registry import model_names, model_params
+
+    return model_name not in model_names() or issubclass(model_params(model_name), BackendParams)
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -1,0 +1,104 @@
+"""What a campaign will cost before it runs: trials and trial-epochs per stage, and CPU-hours from a probe.
+
+The probe trains each distinct model of the campaign (a stage's final stage: backend, DDRM, standalone model)
+for one epoch on the dataset, one thread, and times its epoch (train + validation, from the loop's evaluation
+events). A search stage costs ``trials x expected epochs per trial x seconds per epoch``, where the expected
+epochs follow ASHA's rungs (every trial reaches the grace period, one in ``reduction_factor`` the next rung, ...;
+early stopping can only make it less); a DDRM or plug-in stage adds its backend's pretraining once; a table row
+costs ``seeds x`` its stage's epoch cap (early stopping again only lowers it). Probes are kept in
+``<out>/probe.json`` per host and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..tuning.spec import SearchSpec
+
+
+def asha_expected_epochs(grace: int, max_t: int, reduction: int) -> float:
+    """Expected epochs of one trial under ASHA with rungs at ``grace * reduction**k`` below ``max_t``."""
+    expected, reached, survive = float(min(grace, max_t)), min(grace, max_t), 1.0
+    while reached < max_t:
+        survive /= reduction
+        nxt = min(reached * reduction, max_t)
+        expected += (nxt - reached) * survive
+        reached = nxt
+    return expected
+
+
+def final_epochs_cap(config: Config) -> int:
+    """The epoch cap of a config's final stage (0 for a closed-form model: one fit)."""
+    stage = config.final_stage
+    if stage == "ddrm":
+        d = config.ddrm
+        if d.reverse_steps == 0 and d.inference_start == "mean" and d.freeze_backend:
+            return 0  # the mean of liked items: nothing to train (train.fit_ddrm)
+        return config.train.stage_epochs(d.epochs)
+    if config.model.name in ("ease", "itemknn", "mostpop"):
+        return 0
+    return config.train.stage_epochs(getattr(config.model, "epochs", None))
+
+
+def search_epochs(search: SearchSpec, config: Config) -> tuple[int, int, float]:
+    """``(trials, epoch cap per trial, expected epochs over all trials)`` of a search."""
+    from .run import grid_size
+
+    trials = grid_size(search) if search.mode == "grid" else search.num_samples
+    cap = final_epochs_cap(config)
+    if search.scheduler["type"] == "asha" and cap:
+        cap = min(cap, search.scheduler["max_t"])
+        per_trial = asha_expected_epochs(search.scheduler["grace_period"], cap, search.scheduler["reduction_factor"])
+    else:
+        per_trial = float(cap)
+    return trials, cap, trials * per_trial
+
+
+def probe_key(config: Config) -> str:
+    """What a probe measures: the model, its plug-in, DDRM on or off (their epoch costs differ)."""
+    return f"{config.model.name}+{config.denoise.name}+{'ddrm' if config.ddrm.enabled else 'alone'}"
+
+
+def probe_epoch(config: Config, data_dir: str | None, threads: int = 1) -> dict[str, float]:
+    """Seconds of one epoch (train + validation) of each stage of ``config``, measured on this host."""
+    from ..train import run
+
+    seconds: dict[str, float] = {}
+
+    def on_eval(event) -> None:
+        seconds.setdefault(event.stage, event.seconds)
+
+    probe = config.replace({"train.epochs": 1, "train.max_epochs": 1, "train.threads": threads, "train.patience": 1})
+    start = time.perf_counter()
+    run(probe, data_dir=data_dir, callback=on_eval, progress=False, use_cache=False)
+    seconds["total"] = time.perf_counter() - start
+    return seconds
+
+
+def load_probes(path: Path, host: str) -> dict[str, Any]:
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("host") == host:
+            return stored.get("probes", {})
+    return {}
+
+
+def save_probes(path: Path, host: str, probes: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"host": host, "probes": probes}, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def epoch_seconds(probe: dict[str, float], config: Config) -> tuple[float, float]:
+    """``(seconds per epoch of the final stage, seconds per backend epoch or 0)`` from a probe."""
+    stage = config.final_stage
+    final = probe.get(stage, probe.get("total", 0.0))
+    backend = probe.get("backend", 0.0) if stage == "ddrm" or config.denoise.name != "none" else 0.0
+    if stage == "ddrm":
+        return final, backend
+    return final, 0.0

@@ -1,0 +1,174 @@
+"""Run a campaign on one dataset: every stage's search in dependency order, then every table, into one store.
+
+Each search stage is a ``ddrm tune`` study named ``<campaign>-<dataset>-<stage>`` at the campaign's search seed
+and budget, its base completed with the dataset and the keys it inherits from its upstream stages' *chosen*
+configs (best validation trial). Each table is a ``ddrm ablate`` study whose rows are those chosen configs rerun
+at the table seeds. Everything resumes: a study continues from the tracking store, else from the ``runs.csv``
+the campaign folder holds (committed by an earlier session), so no finished trial is trained twice. The
+campaign folder ``<out>`` holds per stage its report and ``chosen_config.yaml``, per table its report, and
+``campaign.json`` (what ran, what was imported, the estimated and the actual cost).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, apply_overrides, config_from_dict, flatten
+from ..errors import ConfigError
+from ..tuning.spec import AblationSpec, Resources, SearchSpec, load_search_spec
+from .spec import CampaignSpec, space_path, stage_order
+
+CHOSEN_FILE = "chosen_config.yaml"
+
+
+def study_name(spec: CampaignSpec, dataset: str, part: str) -> str:
+    """The MLflow experiment / Tune run name of one stage or table of the campaign on ``dataset``."""
+    return f"{spec.name}-{dataset}-{part}"
+
+
+def inherited(spec: CampaignSpec, stage: str, chosen: dict[str, Config]) -> dict[str, Any]:
+    """The dotted keys ``stage`` takes from its upstream stages' chosen configs (later upstreams win)."""
+    keys: dict[str, Any] = {}
+    for upstream, patterns in spec.stages[stage].inherit.items():
+        flat = chosen[upstream].to_flat_dict()
+        keys.update({k: v for k, v in flat.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)})
+    return keys
+
+
+def stage_overrides(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, Config]) -> dict[str, Any]:
+    """What every trial of ``stage`` gets on top of its space's base: the campaign's base, the dataset, then the
+    inherited keys."""
+    return {**flatten(spec.base), "data.name": dataset, **inherited(spec, stage, chosen)}
+
+
+def grid_size(search: SearchSpec) -> int:
+    return math.prod(len(d["values"]) for d in search.space.values()) * search.num_samples
+
+
+def search_spec(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, Config]) -> SearchSpec:
+    """The ``ddrm tune`` study of ``stage``: its space at the campaign's seed, budget and resources. A grid runs
+    whole and must fit the budget; TPE runs exactly ``budget`` trials (equal budget, DESIGN §4a)."""
+    path = space_path(spec, stage)
+    overrides = stage_overrides(spec, stage, dataset, chosen)
+    raw_space = (yaml.safe_load(path.read_text()) or {}).get("space") or {}
+    from ..legacy import rename_flat_keys
+
+    searched = set(rename_flat_keys(raw_space))
+    overrides = {k: v for k, v in overrides.items() if k not in searched}  # the space's own keys are searched
+    search = load_search_spec(path, overrides)
+    search = replace(search, name=study_name(spec, dataset, stage), seeds=(spec.search_seed,),
+                     max_concurrent=spec.max_concurrent, resources=Resources(spec.cpus_per_trial, 0.0))
+    if search.mode == "grid":
+        if grid_size(search) > spec.budget:
+            raise ConfigError(f"{path}: its grid has {grid_size(search)} points, over the campaign's budget of "
+                              f"{spec.budget} trials; use mode tpe (equal budget) or a smaller grid")
+        return search
+    return replace(search, num_samples=spec.budget)
+
+
+def fixed_config(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, Config]) -> Config:
+    """The config of a ``fixed`` stage (nothing to search)."""
+    base = apply_overrides({}, stage_overrides(spec, stage, dataset, chosen))
+    return config_from_dict(apply_overrides(base, flatten(spec.stages[stage].fixed or {})))
+
+
+def best_config(search: SearchSpec, summary: dict[str, Any]) -> Config:
+    """The chosen config of a finished search: its base with the best trial's sampled values."""
+    if summary.get("best") is None:
+        raise ConfigError(f"search {search.name}: no trial finished, so there is no chosen config")
+    params = {k: v for k, v in summary["best"]["params"].items() if k != "seed"}
+    return config_from_dict(apply_overrides(search.base, {**params, "seed": search.seeds[0]}))
+
+
+def table_spec(spec: CampaignSpec, table: str, dataset: str, chosen: dict[str, Config]) -> AblationSpec:
+    """The ``ddrm ablate`` study of ``table``: each row's chosen config at every table seed."""
+    rows = spec.tables[table].rows
+    variants = {row: {k: v for k, v in chosen[stage].to_flat_dict().items() if k not in ("seed", "data.dir")}
+                for row, stage in rows.items()}
+    baselines = spec.tables[table].baselines
+    return AblationSpec(name=study_name(spec, dataset, table), base={}, seeds=tuple(spec.table_seeds),
+                        variants=variants, reference=spec.tables[table].reference,
+                        resources=Resources(spec.cpus_per_trial, 0.0), max_concurrent=spec.max_concurrent,
+                        max_failures=1, source=spec.source, description=spec.tables[table].description,
+                        trials=[(v, s) for v in variants for s in spec.table_seeds],
+                        baseline=baselines[0] if baselines else None)
+
+
+def _copy_report(report: Path | None, to: Path) -> None:
+    if report is not None and Path(report).is_dir():
+        shutil.copytree(report, to, dirs_exist_ok=True)
+
+
+def _runs_csv(folder: Path) -> str | None:
+    path = folder / "runs.csv"
+    return str(path) if path.is_file() else None
+
+
+def _write_chosen(folder: Path, config: Config, note: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f"# {note}\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
+    tmp = folder / f".{CHOSEN_FILE}.tmp"
+    tmp.write_text(text)
+    tmp.replace(folder / CHOSEN_FILE)
+
+
+def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str | None = None,
+                 tracking_uri: str | None = None, data_dir: str | None = None,
+                 estimate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every stage (dependency order), then every table; returns and writes ``<out>/campaign.json``."""
+    from ..tuning.runner import run_ablation, run_search
+
+    out = Path(out)
+    chosen: dict[str, Config] = {}
+    record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": spec.source,
+                              "budget": spec.budget, "search_seed": spec.search_seed,
+                              "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
+                              "estimate": estimate or {}}
+    for level in stage_order(spec):
+        for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
+            folder = out / "stages" / stage
+            start = time.perf_counter()
+            if spec.stages[stage].fixed is not None:
+                chosen[stage] = fixed_config(spec, stage, dataset, chosen)
+                _write_chosen(folder, chosen[stage], f"stage {stage}: a fixed config (nothing searched)")
+                record["stages"][stage] = {"kind": "fixed", "trials": 0}
+                continue
+            search = search_spec(spec, stage, dataset, chosen)
+            imported = _runs_csv(folder)
+            summary = run_search(search, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
+                                 resume=True, import_runs=imported)
+            chosen[stage] = best_config(search, summary)
+            _copy_report(summary.get("report"), folder)
+            _write_chosen(folder, chosen[stage], f"stage {stage}: the best of {summary['finished']} finished trials "
+                                                 f"of {search.name} by validation {search.metric}")
+            record["stages"][stage] = {
+                "kind": "search", "mode": search.mode, "trials": summary["trials"], "finished": summary["finished"],
+                "errored": summary["errored"], "epochs_spent": summary["epochs_spent"],
+                "inherits": dict(spec.stages[stage].inherit), "imported_from": imported,
+                "best_valid": (summary["best"] or {}).get("valid"), "driver_wall_seconds": time.perf_counter() - start}
+    for table in spec.tables:
+        folder = out / "tables" / table
+        start = time.perf_counter()
+        ablation = table_spec(spec, table, dataset, chosen)
+        imported = _runs_csv(folder)
+        summary = run_ablation(ablation, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, resume=True,
+                               import_runs=imported)
+        _copy_report(summary.get("report"), folder)
+        record["tables"][table] = {"trials": summary["trials"], "finished": summary["finished"],
+                                   "errored": summary["errored"], "imported_from": imported,
+                                   "rows": dict(spec.tables[table].rows),
+                                   "driver_wall_seconds": time.perf_counter() - start}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".campaign.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(out / "campaign.json")
+    return record

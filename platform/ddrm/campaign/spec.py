@@ -1,0 +1,151 @@
+"""Campaign specs: a dataset's whole tuned comparison as stages (searches) and tables, validated before anything runs.
+
+::
+
+    name: tuned
+    budget: 40                    # TPE + ASHA trials of every searched stage (a grid: all of it, if not larger)
+    search_seed: 0                # every search runs at this seed ...
+    table_seeds: [1, 2, 3, 4, 5]  # ... and every table at these, which must not include it
+    base: {train: {epochs: 100}}  # config applied to every stage (the dataset is set by --dataset)
+    stages:
+      mf: {space: spaces/mf.yaml}                                  # a search (path relative to this file)
+      mf_ddrm: {space: spaces/ddrm.yaml, inherit: {mf: ["model.*"]}}  # DDRM on mf's chosen backend
+      mostpop: {fixed: {model: {name: mostpop}}}                   # nothing to search: this config as chosen
+    tables:
+      main:
+        rows: {mf/alone: mf, mf/ddrm: mf_ddrm, mostpop/fixed: mostpop}  # "<model>/<variant>": a stage
+        reference: alone          # each model's rows are tested against its own row of this variant
+        baselines: [mostpop/fixed]
+
+``inherit`` copies the keys of an upstream stage's *chosen* config that match the patterns (fnmatch on dotted
+keys) into this stage's base: a plug-in is searched on its backend's tuned config, and no config is ever copied
+by hand. The protocol rules this file enforces (DESIGN §4a): equal budget, table seeds disjoint from the search
+seed, stages in dependency order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigError
+from ..params import MAX_SEED
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageSpec(_Strict):
+    """A search over ``space`` (a search-space YAML without dataset or seeds), or a ``fixed`` config."""
+
+    space: str | None = None
+    fixed: dict[str, Any] | None = None
+    inherit: dict[str, list[str]] = Field(default_factory=dict)  # {upstream stage: [dotted key patterns]}
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "StageSpec":
+        if (self.space is None) == (self.fixed is None):
+            raise ValueError("a stage has exactly one of 'space' (a search) or 'fixed' (a config)")
+        return self
+
+
+class TableSpec(_Strict):
+    """Rows ``"<model>/<variant>" -> stage``: each stage's chosen config rerun at the table seeds."""
+
+    rows: dict[str, str] = Field(min_length=1)
+    reference: str | None = None  # the variant each model's rows are tested against
+    baselines: list[str] = Field(default_factory=list)  # "<model>/<variant>" rows every row is tested against
+    description: str = ""
+
+
+class CampaignSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    budget: int = Field(default=40, ge=1)
+    search_seed: int = Field(default=0, ge=0, lt=MAX_SEED)
+    table_seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    base: dict[str, Any] = Field(default_factory=dict)
+    max_concurrent: int = Field(default=2, ge=1)
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    results: str | None = None  # the campaign folders' parent, relative to this file (one folder per dataset)
+    stages: dict[str, StageSpec] = Field(min_length=1)
+    tables: dict[str, TableSpec] = Field(default_factory=dict)
+    source: str = ""  # the file it was read from (set by load_campaign)
+
+    @model_validator(mode="after")
+    def _protocol(self) -> "CampaignSpec":
+        if self.search_seed in self.table_seeds:
+            raise ValueError(f"table_seeds {self.table_seeds} include the search seed {self.search_seed}: a table's "
+                             f"seeds must be disjoint from its searches' (the searches chose on that seed)")
+        if len(set(self.table_seeds)) != len(self.table_seeds) or not all(0 <= s < MAX_SEED for s in self.table_seeds):
+            raise ValueError(f"table_seeds {self.table_seeds}: expected distinct integers in [0, {MAX_SEED})")
+        for name, stage in self.stages.items():
+            if "/" in name or not name:
+                raise ValueError(f"stage name {name!r}: non-empty, without '/'")
+            for upstream in stage.inherit:
+                if upstream not in self.stages:
+                    raise ValueError(f"stage {name!r} inherits from {upstream!r}, which is not a stage; stages: "
+                                     f"{list(self.stages)}")
+        for table_name, table in self.tables.items():
+            for row, stage in table.rows.items():
+                if stage not in self.stages:
+                    raise ValueError(f"table {table_name!r} row {row!r} names stage {stage!r}, which is not a stage")
+                if row.count("/") != 1 or not all(row.split("/")):
+                    raise ValueError(f"table {table_name!r} row {row!r}: expected '<model>/<variant>'")
+            for baseline in table.baselines:
+                if baseline not in table.rows:
+                    raise ValueError(f"table {table_name!r} baseline {baseline!r} is not one of its rows")
+        stage_order(self)  # raises on a cycle
+        return self
+
+
+def stage_order(spec: CampaignSpec) -> list[list[str]]:
+    """The stages in dependency levels: each level's stages depend only on earlier levels (run side by side)."""
+    done: list[str] = []
+    levels: list[list[str]] = []
+    left = dict(spec.stages)
+    while left:
+        level = [name for name, stage in left.items() if all(up in done for up in stage.inherit)]
+        if not level:
+            raise ValueError(f"the stages {sorted(left)} inherit from each other in a cycle")
+        levels.append(level)
+        done += level
+        for name in level:
+            del left[name]
+    return levels
+
+
+def load_campaign(path: str | Path) -> CampaignSpec:
+    """Read and validate a campaign YAML; every error is one :class:`ConfigError` line naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"campaign file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        spec = CampaignSpec.model_validate({**raw, "source": str(path)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(f"{path}: {where + ': ' if where else ''}{message}") from None
+    for name, stage in spec.stages.items():
+        if stage.space is not None and not (path.parent / stage.space).is_file():
+            raise ConfigError(f"{path}: stages.{name}.space: {stage.space} does not exist (relative to {path.parent})")
+    return spec
+
+
+def space_path(spec: CampaignSpec, stage: str) -> Path:
+    """The search-space file of ``stage``, resolved against the campaign file's folder."""
+    return Path(spec.source).parent / str(spec.stages[stage].space)

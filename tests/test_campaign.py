@@ -1,0 +1,130 @@
+"""A small campaign end to end on generated data: two searches, a dependent search, a table (real Ray + MLflow);
+the protocol refusals; ``plan`` prints the graph and an estimate; a rerun on a "new machine" trains nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import local_ray, make_interactions
+
+from ddrm.cli import main
+from ddrm.data import write_prepared
+
+pytestmark = pytest.mark.slow
+
+SPACE_MF = """mode: tpe
+base: {model: {name: mf, dim: 8}, ddrm: {enabled: false}, train: {epochs: 2, patience: 2, threads: 1}}
+space:
+  model.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
+scheduler: {type: fifo}
+"""
+SPACE_DDRM = """mode: tpe
+base: {ddrm: {enabled: true, steps: 3, hidden_dims: [8, 16], epochs: 2}, train: {epochs: 2, patience: 2, threads: 1}}
+space:
+  ddrm.bpr_weight: {type: uniform, low: 0.1, high: 0.9}
+scheduler: {type: fifo}
+"""
+SPACE_EASE = """mode: grid
+base: {model: {name: ease}}
+space:
+  model.ease_lambda: {type: choice, values: [10, 100]}
+scheduler: {type: fifo}
+"""
+CAMPAIGN = """name: small
+budget: 2
+search_seed: 0
+table_seeds: [1, 2]
+max_concurrent: 2
+stages:
+  mf: {space: mf.yaml}
+  ease: {space: ease.yaml}
+  mf_ddrm: {space: ddrm.yaml, inherit: {mf: ["model.*"]}}
+tables:
+  main:
+    reference: alone
+    baselines: [ease/tuned]
+    rows: {mf/alone: mf, mf/ddrm: mf_ddrm, ease/tuned: ease}
+"""
+
+
+def _write_campaign(folder: Path, text: str = CAMPAIGN) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, space in (("mf.yaml", SPACE_MF), ("ddrm.yaml", SPACE_DDRM), ("ease.yaml", SPACE_EASE)):
+        (folder / name).write_text(space)
+    (folder / "small.yaml").write_text(text)
+    return folder / "small.yaml"
+
+
+@pytest.fixture(scope="module")
+def campaign_run(tmp_path_factory):
+    """One campaign run on generated data; yields ``(spec path, data dir, out, tmp)``."""
+    tmp = tmp_path_factory.mktemp("campaign")
+    write_prepared(tmp / "data" / "tiny", *make_interactions())
+    spec = _write_campaign(tmp / "spec")
+    out = tmp / "out"
+    with local_ray(tmp / "cache"), pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp)  # MLflow's artifacts folder is relative to the working directory
+        args = ["campaign", "run", str(spec), "--dataset", "tiny", "--data-dir", str(tmp / "data"), "--out",
+                str(out), "--storage", str(tmp / "ray"), "--no-probe"]
+        assert main(args) == 0
+        yield spec, tmp / "data", out, tmp
+
+
+def test_stages_run_in_dependency_order_and_the_dependent_search_takes_the_chosen_backend(campaign_run):
+    _, _, out, _ = campaign_run
+    chosen = {s: yaml.safe_load((out / "stages" / s / "chosen_config.yaml").read_text()) for s in ("mf", "ease", "mf_ddrm")}
+    assert chosen["mf_ddrm"]["model"] == chosen["mf"]["model"]  # inherited, never copied by hand
+    assert chosen["mf_ddrm"]["ddrm"]["enabled"] and not chosen["mf"]["ddrm"]["enabled"]
+    search_runs = pd.read_csv(out / "stages" / "mf_ddrm" / "runs.csv")
+    assert len(search_runs) == 2 and set(search_runs["seed"]) == {0}  # the budget, at the search seed
+    assert set(pd.read_csv(out / "stages" / "mf_ddrm" / "runs.csv")["param.model.lr"]) == {chosen["mf"]["model"]["lr"]}
+    table = pd.read_csv(out / "tables" / "main" / "runs.csv")
+    assert set(table["seed"]) == {1, 2}  # table seeds, disjoint from the search's
+    assert set(zip(table["model"], table["variant"])) == {("mf", "alone"), ("mf", "ddrm"), ("ease", "tuned")}
+    assert table["test_recall_at_20"].notna().all()
+
+
+def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_nothing(campaign_run, capsys):
+    spec, data, out, tmp = campaign_run
+    before = pd.read_csv(out / "tables" / "main" / "runs.csv")
+    moved = tmp / "committed"  # the campaign folder as committed: no tracking store, no Tune folder beside it
+    shutil.copytree(out, moved, ignore=shutil.ignore_patterns("mlruns.db"))
+    capsys.readouterr()
+    assert main(["campaign", "run", str(spec), "--dataset", "tiny", "--data-dir", str(data), "--out", str(moved),
+                 "--storage", str(tmp / "ray2"), "--no-probe"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 finished trial(s) of small-tiny-mf are told to the searcher without training; 0 left" in printed
+    assert "6 of 6 trials finished before and are replayed, not trained" in printed
+    after = pd.read_csv(moved / "tables" / "main" / "runs.csv")
+    assert after["test_recall_at_20"].tolist() == before["test_recall_at_20"].tolist()
+
+
+def test_plan_prints_the_stage_graph_and_an_estimate(tmp_path, capsys):
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions())
+    spec = _write_campaign(tmp_path / "spec")
+    assert main(["campaign", "plan", str(spec), "--dataset", "tiny", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "level 1:" in printed and "level 2:" in printed
+    assert "mf_ddrm <- mf[model.*]" in printed and "tpe, 2 trials" in printed and "grid, 2 trials" in printed
+    assert "table main: 3 rows x 2 seeds = 6 runs, est." in printed and "total: est." in printed
+    assert (tmp_path / "out" / "probe.json").is_file()  # measured once per host, reused
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (("table_seeds: [1, 2]", "table_seeds: [0, 1]"), "disjoint from its searches'"),
+    (("budget: 2", "budget: 1"), "over the campaign's budget of 1"),
+    (("inherit: {mf:", "inherit: {nope:"), "inherits from 'nope', which is not a stage"),
+    (("baselines: [ease/tuned]", "baselines: [ease/x]"), "baseline 'ease/x' is not one of its rows"),
+])
+def test_protocol_violations_are_refused_with_one_line(tmp_path, capsys, change, fragment):
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions())
+    spec = _write_campaign(tmp_path / "spec", CAMPAIGN.replace(*change))
+    assert main(["campaign", "plan", str(spec), "--dataset", "tiny", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "out"), "--no-probe"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and len(err.splitlines()) == 1
