@@ -179,14 +179,15 @@ def test_a_baseline_row_is_tested_against_every_other_row(tmp_path):
     for _, row in table.iterrows():
         for metric in METRICS:
             if row["variant"] == "better":
-                assert np.isnan(row[f"{metric}_p_baseline"])
+                assert np.isnan(row[f"{metric}_p_vs_mf/better"])
                 continue
             values = [truth[(row["variant"], s, metric)] for s in SEEDS]
             best = [truth[("better", s, metric)] for s in SEEDS]
-            assert row[f"{metric}_p_baseline"] == pytest.approx(ttest_rel(values, best).pvalue, rel=1e-4)
+            assert row[f"{metric}_p_vs_mf/better"] == pytest.approx(ttest_rel(values, best).pvalue, rel=1e-4)
+            assert row[f"{metric}_diff_vs_mf/better"] == pytest.approx(np.mean(values) - np.mean(best), abs=1e-6)
     markdown = (out / "table.md").read_text()
     base_line = next(line for line in markdown.splitlines() if line.startswith("| mf | base (reference) |"))
-    assert base_line.count("†") == 4 and "`†`: paired t-test over the shared seeds against `mf/better`" in markdown
+    assert base_line.count("†") == 4 and "`†` against `mf/better`: paired t-test over the shared seeds" in markdown
     assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "x"),
                  "--baseline", "ease/tuned"]) == 2  # not a row: one error line, nothing written
     assert not (tmp_path / "x").exists()
