@@ -189,7 +189,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
             diff = f"{c['mean_diff']:+.4f} (1 seed)"
         else:
             diff = "–"
-        verdict = f"**{c['verdict']}**" + (f" ({c['note']})" if c["note"] else "")
+        verdict = c["verdict"] + (f" ({c['note']})" if c["note"] else "")
         lines.append(f"| {c['name']} | `{c['row']}` {side} `{c['over']}` on {metric} | {diff} | "
                      f"{_p_text(c['p'])} | {_p_text(c['p_holm'])} | {verdict} |")
     return "\n".join(lines)
@@ -217,7 +217,7 @@ def _family_lines(comparisons: Comparisons, reference: str | None, baselines: Se
     tests, untested = len(comparisons.tests()), len(comparisons.untested())
     lines = []
     if marks:
-        lines.append(", ".join(marks) + f": paired t-test over the shared seeds, **Holm-adjusted** p < {alpha:g} "
+        lines.append(", ".join(marks) + f": paired t-test over the shared seeds, Holm-adjusted p < {alpha:g} "
                      "over the family.")
     count = f"{tests} paired t-test{'s' if tests != 1 else ''}, Holm-adjusted together"
     if untested:
@@ -232,10 +232,10 @@ def _family_lines(comparisons: Comparisons, reference: str | None, baselines: Se
 
 
 def verdict_rule(alpha: float) -> str:
-    return (f"Verdict (a fixed rule): **{SUPPORTED}** when the paired difference `row − over` is in the claimed "
-            f"direction and its Holm-adjusted p < {alpha:g} (claims are in the family); **{CONTRADICTED}** when the "
-            f"opposite difference is significant at that level; **{NOT_SHOWN}** otherwise (not shown is not "
-            f"\"no effect\": the {CI_LEVEL:.0%} interval says how large an effect the seeds leave open). A "
+    return (f"Verdict (a fixed rule): {SUPPORTED!r} when the paired difference `row − over` is in the claimed "
+            f"direction and its Holm-adjusted p < {alpha:g} (claims are in the family); {CONTRADICTED!r} when the "
+            f"opposite difference is significant at that level; {NOT_SHOWN!r} otherwise ('not shown' is not "
+            f"'no effect': the {CI_LEVEL:.0%} interval says how large an effect the seeds leave open). A "
             "difference that is the same on every shared seed (two deterministic rows) is exact and decides by "
             "its sign.")
 
