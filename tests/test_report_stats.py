@@ -199,3 +199,13 @@ def test_spec_keys_baseline_family_claims(tmp_path):
     with pytest.raises(ConfigError, match="claims"):
         parse_declared({"claims": [{"name": "x", "row": "a/b", "over": "a/c", "metric": "recall_at_20",
                                     "direction": "up"}]}, "x")
+
+
+def test_declarations_too_long_for_a_tag_and_many_baselines():
+    from ddrm.report.table import baseline_marks
+
+    many = [{"name": f"claim {i} " + "x" * 200, "row": "a/b", "over": "a/c", "metric": "recall_at_20"}
+            for i in range(40)]
+    with pytest.raises(ConfigError, match="MLflow keeps 8000"):
+        parse_declared({"claims": many}, "x")
+    assert baseline_marks(8) == ["†", "‡", "§", "¶", "‖", "⁑", "†7", "†8"]

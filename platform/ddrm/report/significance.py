@@ -123,10 +123,11 @@ class Comparisons:
                  baselines: Sequence[Row] = (), family: Family | None = None, claims: Sequence[Claim] = (),
                  within_pairs: bool = True):
         self.groups = {key: group for key, group in frame.groupby(["model", "variant"], sort=False)}
+        self._seeds = {key: set(group["seed"]) for key, group in self.groups.items()}
         self.reference, self.baselines = reference, [tuple(b) for b in baselines if tuple(b) in self.groups]
         self.family = family if family is not None else Family()
         default_metrics = [m for m in metrics if not m.startswith(DIAG)] or list(metrics)
-        self.family_metrics = [m for m in (self.family.metrics or default_metrics)]
+        self.family_metrics = list(self.family.metrics or default_metrics)
         self.claims = list(claims)
         self.records: dict[tuple[frozenset, str], Record] = {}
         for key in self.groups:
@@ -156,7 +157,7 @@ class Comparisons:
             record.p_holm = float(adjusted)
 
     def _share_seeds(self, a: Row, b: Row) -> bool:
-        return len(set(self.groups[a]["seed"]) & set(self.groups[b]["seed"])) >= MIN_SHARED_SEEDS
+        return len(self._seeds[a] & self._seeds[b]) >= MIN_SHARED_SEEDS
 
     def _add(self, a: Row, b: Row, metric: str, comparison: str, in_family: bool, force: bool = False) -> None:
         """Record ``a − b`` on ``metric`` unless the pair is already there; ``in_family`` joins it to the

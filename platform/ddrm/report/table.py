@@ -27,6 +27,11 @@ from .significance import (CI_LEVEL, CONTRADICTED, MIN_SHARED_SEEDS, NOT_SHOWN, 
 TABLE_METRICS = tuple(TEST + m for m in REPORT_METRICS)  # test_recall_at_10, ...
 SHORT = {TEST + m: m.replace("recall_at_", "R@").replace("ndcg_at_", "N@") for m in REPORT_METRICS}
 BASELINE_MARKS = ("†", "‡", "§", "¶", "‖", "⁑")  # the first, second, ... baseline's mark
+
+
+def baseline_marks(n: int) -> list[str]:
+    """The marks of ``n`` baselines: :data:`BASELINE_MARKS`, then ``†7``, ``†8``, ..."""
+    return [BASELINE_MARKS[i] if i < len(BASELINE_MARKS) else f"†{i + 1}" for i in range(n)]
 DIFF_FIELDS = ("diff", "ci_low", "ci_high", "p", "p_holm")  # per comparison in table.csv
 
 
@@ -118,7 +123,7 @@ def _cell(row: pd.Series, metric: str, alpha: float, baselines: Sequence[Row] = 
     if np.isnan(row[f"{metric}_mean"]):
         return "–"
     star = "*" if row.get(f"{metric}_p_holm", float("nan")) < alpha else ""
-    for mark, base in zip(BASELINE_MARKS, baselines):
+    for mark, base in zip(baseline_marks(len(baselines)), baselines):
         star += mark if row.get(f"{metric}_p_holm_vs_{row_name(base)}", float("nan")) < alpha else ""
     return format_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) + star  # one seed: the value alone
 
@@ -179,7 +184,8 @@ def differences_markdown(comparisons: Comparisons, reference: str | None, baseli
 
 def claims_markdown(claims: pd.DataFrame) -> str:
     """The claims table: per claim the comparison, difference [95 % CI], raw and Holm-adjusted p, verdict."""
-    lines = [f"| claim | comparison | difference [{CI_LEVEL:.0%} CI] | p | Holm p | verdict |", "|---|---|---|---|---|---|"]
+    lines = [f"| claim | comparison | difference [{CI_LEVEL:.0%} CI] | p | Holm p | verdict |",
+             "|---|---|---|---|---|---|"]
     for _, c in claims.iterrows():
         side = "above" if c["direction"] == "higher" else "below"
         metric = SHORT.get(c["metric"], c["metric"])
@@ -201,7 +207,7 @@ def _family_lines(comparisons: Comparisons, reference: str | None, baselines: Se
     where)."""
     family = comparisons.family
     marks = ([f"`*` against the `{reference}` row of the same model"] if reference else []) + \
-            [f"`{mark}` against `{row_name(b)}`" for mark, b in zip(BASELINE_MARKS, baselines)]
+            [f"`{mark}` against `{row_name(b)}`" for mark, b in zip(baseline_marks(len(baselines)), baselines)]
     against = []
     if reference and "reference" in family.tests:
         against.append(f"its model's `{reference}` row")

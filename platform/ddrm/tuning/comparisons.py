@@ -32,6 +32,7 @@ FAMILY_TESTS = ("reference", "baselines")
 DIRECTIONS = ("higher", "lower")
 CLAIM_KEYS = {"name", "row", "over", "metric", "direction"}
 TAG_KEYS = ("baseline", "family", "claims")  # parent-run tags (the reference has its own, written beside them)
+TAG_LIMIT = 8000  # characters of an MLflow tag value
 
 
 def metric_column(name: str) -> str:
@@ -141,7 +142,7 @@ def parse_claims(value: Any) -> tuple[Claim, ...]:
     claims = []
     for i, item in enumerate(value):
         where = f"key 'claims[{i}]'"
-        if not isinstance(item, Mapping) or set(item) - CLAIM_KEYS or not {"name", "row", "over", "metric"} <= set(item):
+        if not isinstance(item, Mapping) or not CLAIM_KEYS - {"direction"} <= set(item) <= CLAIM_KEYS:
             raise ValueError(f"{where}: {item!r} is not allowed; expected {{name, row, over, metric[, direction]}}")
         row, over = (parse_rows(item[k], f"claims[{i}].{k}") for k in ("row", "over"))
         if len(row) != 1 or len(over) != 1 or row == over:
@@ -176,4 +177,9 @@ def parse_declared(raw: Mapping[str, Any], source: str, rows: set[str] | None = 
         unknown = [f"{key}: {r}" for key, r in named if r not in rows]
         if unknown:
             raise ConfigError(f"{source}: {'; '.join(unknown)} is not a row of the spec; rows: {sorted(rows)}")
-    return Declared(baselines, family, claims)
+    declared = Declared(baselines, family, claims)
+    too_long = {k: len(v) for k, v in declared.tags().items() if len(v) > TAG_LIMIT}
+    if too_long:
+        raise ConfigError(f"{source}: key(s) {sorted(too_long)} take {too_long} characters as the study's tags; MLflow "
+                          f"keeps {TAG_LIMIT}: shorten the claims' names or declare fewer")
+    return declared
