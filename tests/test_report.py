@@ -179,14 +179,15 @@ def test_a_baseline_row_is_tested_against_every_other_row(tmp_path):
     for _, row in table.iterrows():
         for metric in METRICS:
             if row["variant"] == "better":
-                assert np.isnan(row[f"{metric}_p_baseline"])
+                assert np.isnan(row[f"{metric}_p_vs_mf/better"])
                 continue
             values = [truth[(row["variant"], s, metric)] for s in SEEDS]
             best = [truth[("better", s, metric)] for s in SEEDS]
-            assert row[f"{metric}_p_baseline"] == pytest.approx(ttest_rel(values, best).pvalue, rel=1e-4)
+            assert row[f"{metric}_p_vs_mf/better"] == pytest.approx(ttest_rel(values, best).pvalue, rel=1e-4)
+            assert row[f"{metric}_diff_vs_mf/better"] == pytest.approx(np.mean(values) - np.mean(best), abs=1e-6)
     markdown = (out / "table.md").read_text()
     base_line = next(line for line in markdown.splitlines() if line.startswith("| mf | base (reference) |"))
-    assert base_line.count("†") == 4 and "`†`: paired t-test over the shared seeds against `mf/better`" in markdown
+    assert base_line.count("†") == 4 and "`†` against `mf/better`: paired t-test over the shared seeds" in markdown
     assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "x"),
                  "--baseline", "ease/tuned"]) == 2  # not a row: one error line, nothing written
     assert not (tmp_path / "x").exists()
@@ -260,3 +261,55 @@ def test_table_md_names_the_hosts_its_runs_ran_on(tmp_path):
     assert hosts_line(frame) == line and line in text
     assert hosts_line(frame.assign(cpu_model="")) is None  # no run tagged: no line
     assert hosts_line(frame.drop(columns=["cpu_model"])) is None
+
+
+def test_the_studys_declared_family_and_claims_reach_the_report(tmp_path):
+    """A study declares baselines, a family and claims (its parent run's tags, written when it starts): the report
+    tests every row against each baseline, Holm-adjusts over that family and gives each claim its verdict."""
+    from ddrm.report.significance import holm
+    from ddrm.tuning.comparisons import Claim, Declared, Family
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent, truth = make_experiment(uri)
+    claims = (Claim("better beats base", "mf/better", "mf/base", "test_recall_at_20"),
+              Claim("same beats base", "mf/same", "mf/base", "test_recall_at_20"),
+              Claim("more noise helps", "mf/ratio_0.4", "mf/base", "test_ndcg_at_20"),
+              Claim("an absent row", "mf/nope", "mf/base", "test_recall_at_20"))
+    declared = Declared(("mf/better", "mf/same"), Family(("reference", "baselines"), ("test_recall_at_20",)), claims)
+    client = MlflowClient(tracking_uri=uri)
+    for key, value in declared.tags().items():
+        client.set_tag(parent, key, value)
+    out = tmp_path / "report"
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(out)]) == 0
+    verdicts = pd.read_csv(out / "claims.csv").set_index("name")["verdict"].to_dict()
+    assert verdicts == {"better beats base": "supported", "same beats base": "not shown",
+                        "more noise helps": "contradicted", "an absent row": "not shown"}
+    # the family: R@20 pairs among base (reference), better, same (baselines) and the ratio rows: 9 unordered pairs,
+    # plus the N@20 claim: 10 tests
+    pairs = pd.read_csv(out / "pairs.csv")
+    tested = pairs[pairs["in_family"] & pairs["p_holm"].notna()]
+    assert len(tested) == 10
+    values = lambda v, m: [truth[(v, s, m)] for s in SEEDS]  # noqa: E731
+    raw = [ttest_rel(values(r.a, r.metric), values(r.b, r.metric)).pvalue for r in tested.itertuples()]
+    assert tested["p"].to_numpy() == pytest.approx(raw, rel=1e-4)
+    assert tested["p_holm"].to_numpy() == pytest.approx(holm(raw), rel=1e-4)
+    table = pd.read_csv(out / "table.csv").set_index("variant")
+    assert table.loc["same", "test_recall_at_20_p_holm_vs_mf/better"] == pytest.approx(
+        tested.set_index(["a", "b"]).loc[("better", "same"), "p_holm"], rel=1e-6)
+    assert np.isnan(table.loc["same", "test_ndcg_at_10_p_holm"])  # outside the declared family
+    markdown = (out / "table.md").read_text()
+    assert "Family (declared by the study before it ran): each row against its model's `base` row and against " \
+           "every baseline (`mf/better`, `mf/same`) on R@20; and the 4 claims below: 10 paired t-tests" in markdown
+    assert "## Claims" in markdown and "| better beats base | `mf/better` above `mf/base` on R@20 |" in markdown
+    line = next(row for row in markdown.splitlines() if row.startswith("| mf | ratio_0.4 |"))
+    assert line.split("|")[5].strip().endswith("*†‡")  # R@20: below base, better and same, all at Holm p < .01
+    assert "*" not in line.split("|")[4]  # R@10: outside the family, no mark
+    # --spec reads the declaration from a spec file instead, and says so
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: synthetic\nbase: {}\nvariants: {base: {}}\nbaseline: mf/better\nfamily: [reference]\n")
+    assert main(["report", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "s"), "--spec", str(spec),
+                 "--baseline", "mf/same,mf/better"]) == 0
+    text = (tmp_path / "s" / "table.md").read_text()
+    assert f"Family (read from `{spec}` when this report was built): each row against its model's `base` row on " \
+           "R@10, R@20, N@10, N@20: 16 paired t-tests" in text
+    assert "`†` against `mf/same`, `‡` against `mf/better`" in text and not (tmp_path / "s" / "claims.csv").exists()

@@ -92,7 +92,7 @@ def test_a_model_may_cross_only_some_variants_and_a_baseline_row_is_named(tmp_pa
             "models: {mf: {backend.name: mf, variants: [alone, ddrm]}, ease: {model.name: ease, variants: [tuned]}}\n")
     spec = load_ablation_spec(write(tmp_path, text))
     assert list(spec.variants) == ["mf/alone", "mf/ddrm", "ease/tuned"] and len(spec.trials) == 6
-    assert spec.variants["ease/tuned"] == {"model.name": "ease"} and spec.baseline == "ease/tuned"
+    assert spec.variants["ease/tuned"] == {"model.name": "ease"} and spec.baseline == ("ease/tuned",)
     with pytest.raises(ConfigError, match=r"key 'models.ease.variants': \['nope'\] is not allowed"):
         load_ablation_spec(write(tmp_path, text.replace("variants: [tuned]", "variants: [nope]")))
     with pytest.raises(ConfigError, match="key 'baseline'"):

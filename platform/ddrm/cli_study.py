@@ -224,7 +224,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if sqlite_store_missing(uri):
         raise DDRMError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
     out = Path(args.out) if args.out else Path("reports") / args.target
-    report = build_report(uri, args.target, out, args.reference, args.alpha, html=args.html, baseline=args.baseline)
+    report = build_report(uri, args.target, out, args.reference, args.alpha, html=args.html, baseline=args.baseline,
+                          spec=args.spec)
     print(report.text)
     if report.facts["failed"]:
         print(f"({report.facts['failed']} failed trial(s) not counted)")
@@ -239,10 +240,14 @@ def _add_report_parser(subparsers) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)")
     p.add_argument("--out", help="output folder (default: reports/TARGET)")
     p.add_argument("--reference", help="variant the significance test compares against (default: the spec's)")
-    p.add_argument("--baseline", metavar="MODEL/VARIANT",
-                   help="a row every other row is also tested against, marked † (default: the spec's baseline), "
-                        "e.g. ease/tuned")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the paired t-test (0.01)")
+    p.add_argument("--baseline", metavar="MODEL/VARIANT[,...]",
+                   help="rows every row is also tested against, marked †, ‡, ... (default: the spec's baseline), "
+                        "comma-separated, e.g. ease/tuned,itemknn/tuned")
+    p.add_argument("--spec", metavar="ABLATION.yaml",
+                   help="read reference, baseline, family and claims from this ablation spec instead of the "
+                        "study's tags (table.md then says the family was given when the report was built)")
+    p.add_argument("--alpha", type=float, default=0.01,
+                   help="significance level of the Holm-adjusted paired t-tests and the claims' verdicts (0.01)")
     p.add_argument("--html", action="store_true",
                    help="also write report.html: the tables, plots, per-seed values and configs on one static page")
     p.set_defaults(func=cmd_report)

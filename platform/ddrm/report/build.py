@@ -1,8 +1,9 @@
 """One report folder from MLflow runs: what ``ddrm report`` writes, and what every study writes when it ends.
 
 :func:`build_report` collects the trial runs of an experiment (or of one parent run) and writes into one
-folder ``table.md``/``table.csv`` (mean ± std over seeds, paired t-tests), ``pairs.csv`` (every within-model pair
-of variants tested), the plots, ``runs.csv`` (one row
+folder ``table.md``/``table.csv`` (mean ± std over seeds, paired comparisons against the reference and the
+baselines, Holm-adjusted over the declared family), ``pairs.csv`` (every comparison made), ``claims.csv`` (the
+declared claims and their verdicts), the plots, ``runs.csv`` (one row
 per run), ``best_config.yaml`` (searches) and, on request, ``report.html``. :func:`publish_study` is the end
 of ``ddrm ablate``/``ddrm tune``: it builds the report of the study's experiment into
 ``<storage>/<study>/report/``, logs its files as artifacts of the study's parent run together with the
@@ -23,7 +24,8 @@ from .collect import collect_runs
 from .html import write_html
 from .plots import write_plots
 from .runs import relative_uri, write_best_config, write_runs_csv
-from .table import parse_baseline, reference_first, write_tables
+from ..tuning.comparisons import Declared, parse_rows
+from .table import as_rows, reference_first, row_name, write_tables
 
 PARENT_METRICS = (TEST + SELECTION_METRIC, TEST + "ndcg_at_20")  # per (model, variant), mean over seeds
 VIEW_METRICS = (*PARENT_METRICS, BEST + SELECTION_METRIC, BEST_EPOCH)
@@ -43,30 +45,51 @@ class Report:
 
 
 def build_report(uri: str, target: str, out: Path, reference: str | None = None, alpha: float = 0.01,
-                 html: bool = False, baseline: str | None = None) -> Report:
+                 html: bool = False, baseline: str | None = None, spec: str | Path | None = None) -> Report:
     """Collect ``target``'s runs (an experiment name or a parent run id) and write the report into ``out``.
 
     ``reference``: the variant the t-tests compare against (default: the study's, when its runs are there, e.g.
-    not after a ``--variants`` study alone). ``baseline``: ``"<model>/<variant>"``, a row every other row is also
-    tested against (``†``; default: the study's ``baseline`` tag). Raises :class:`DDRMError` before writing
-    anything when a given ``reference`` or ``baseline`` is not a row of ``target``.
+    not after a ``--variants`` study alone). ``baseline``: ``"<model>/<variant>"`` rows, comma-separated, every row
+    is also tested against (``†``, ``‡``, ...; default: the study's ``baseline`` tag). The family Holm adjusts
+    over and the claims are the study's (its parent run's tags, written when it started); ``spec``: an ablation
+    YAML to read ``reference``, ``baseline``, ``family`` and ``claims`` from instead (``table.md`` says so).
+    Raises :class:`DDRMError` before writing anything when a given ``reference`` or ``baseline`` is not a row of
+    ``target``; a baseline the study or ``spec`` declares without runs here is left out with a note.
     """
     frame, facts = collect_runs(uri, target)
+    declared, declared_by = Declared.from_tags(facts["tags"]), "declared by the study before it ran"
+    spec_reference = None
+    if spec is not None:
+        from ..tuning.spec import load_declared
+
+        spec_reference, declared = load_declared(spec)
+        declared_by = f"read from `{spec}` when this report was built"
     variants = set(frame["variant"])
     if reference and reference not in variants:
         raise DDRMError(f"--reference '{reference}' is not a variant of '{target}'; variants: {sorted(variants)}")
-    study_reference = facts["tags"].get("reference")
+    study_reference = spec_reference or facts["tags"].get("reference")
     if study_reference and study_reference not in variants:  # a smoke study's rows read "<variant> (capped at N ...)"
         study_reference = next((v for v in variants if v.startswith(f"{study_reference} (capped at ")), None)
     reference = reference or (study_reference if study_reference in variants else None)
     frame = reference_first(frame, reference)
-    base = parse_baseline(baseline or facts["tags"].get("baseline"))
-    if base and not ((frame["model"] == base[0]) & (frame["variant"] == base[1])).any():
-        rows = sorted(f"{m}/{v}" for m, v in frame[["model", "variant"]].drop_duplicates().itertuples(index=False))
-        raise DDRMError(f"--baseline '{base[0]}/{base[1]}' is not a (model/variant) row of '{target}'; rows: {rows}")
-    text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})", baseline=base)
+    present = set(frame[["model", "variant"]].drop_duplicates().itertuples(index=False, name=None))
+    try:
+        bases = as_rows(parse_rows(baseline)) if baseline else as_rows(declared.baselines)
+    except ValueError:
+        raise DDRMError(f"--baseline {baseline!r}: expected '<model>/<variant>' rows, comma-separated, e.g. "
+                        f"ease/tuned,itemknn/tuned") from None
+    missing = [b for b in bases if b not in present]
+    if missing and baseline:
+        raise DDRMError(f"--baseline '{row_name(missing[0])}' is not a (model/variant) row of '{target}'; rows: "
+                        f"{sorted(row_name(r) for r in present)}")
+    notes = ([f"Declared baseline(s) without runs here, not tested: {', '.join(f'`{row_name(b)}`' for b in missing)}."]
+             if missing else [])
+    text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})",
+                        baselines=[b for b in bases if b in present], family=declared.family, claims=declared.claims,
+                        declared_by=declared_by if declared.family is not None else "", notes=notes)
     plots = write_plots(frame, out)
-    files = [out / "table.md", out / "table.csv", out / "pairs.csv", *plots, write_runs_csv(frame, out, uri)]
+    files = [out / "table.md", out / "table.csv", out / "pairs.csv",
+             *([out / "claims.csv"] if declared.claims else []), *plots, write_runs_csv(frame, out, uri)]
     best = write_best_config(frame, out, facts)
     if best is not None:
         files.append(best)

@@ -337,7 +337,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "ablate", "spec": spec.source,
                                         "threads_per_trial": str(plan.threads),
-                                        "reference": spec.reference or "", "baseline": spec.baseline or ""})
+                                        **spec.report_tags()})
     restarting = resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name))
     resumed_runs: dict[str, str] = {}
     if restarting:  # Tune's folder is gone: finished trials replay into their runs, the others train

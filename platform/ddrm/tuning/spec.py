@@ -23,7 +23,10 @@ Ablation::
     seeds: [0, 1, 2]
     variants: {full: {}, item_only: {ddrm.denoise_users: false}}
     reference: full               # optional: the row significance is computed against
-    baseline: ease/tuned          # optional: a "<model>/<variant>" row every row is also tested against
+    baseline: [ease/tuned, itemknn/tuned]   # optional: "<model>/<variant>" row(s) every row is also tested against
+    family: [reference, baselines]          # optional: the tests Holm adjusts together (ddrm.tuning.comparisons)
+    claims:                                 # optional: named claims, each one comparison, with a verdict
+      - {name: DDRM improves MF, row: mf/ddrm, over: mf/alone, metric: recall_at_20}
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
     models:                       # optional: cross every variant with each model's overrides
@@ -50,6 +53,7 @@ import yaml
 
 from ..config import MAX_SEED, SECTIONS, Config, apply_overrides, config_from_dict
 from ..legacy import rename_flat_keys
+from .comparisons import Declared, parse_declared
 from ..errors import ConfigError
 
 DISTRIBUTIONS = {
@@ -60,8 +64,8 @@ DISTRIBUTIONS = {
 }
 SEARCH_KEYS = {"name", "mode", "num_samples", "seeds", "metric", "base", "space", "scheduler", "max_concurrent",
                "resources", "max_failures", "description"}
-ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "baseline", "resources", "max_concurrent", "max_failures",
-                 "description", "expected_minutes", "models"}
+ABLATION_KEYS = {"name", "base", "seeds", "variants", "reference", "baseline", "family", "claims", "resources",
+                 "max_concurrent", "max_failures", "description", "expected_minutes", "models"}
 MODEL_SEPARATOR = "/"  # "<model>/<variant>" names the trials of a spec with `models`
 MODEL_VARIANTS_KEY = "variants"  # in a `models` entry: the variants crossed with that model (default: all)
 MODEL_SETTINGS_KEY = "settings"  # in a `models` entry: {variant: overrides} for that model's row of the variant
@@ -107,7 +111,16 @@ class AblationSpec:
     description: str = ""
     expected_minutes: float | None = None
     trials: list[tuple[str, int]] = field(default_factory=list)
-    baseline: str | None = None  # "<model>/<variant>": the report also tests every row against it
+    declared: Declared = field(default_factory=Declared)  # baseline rows, test family, claims (the report's)
+
+    @property
+    def baseline(self) -> tuple[str, ...]:
+        """The ``"<model>/<variant>"`` rows the report also tests every row against."""
+        return self.declared.baselines
+
+    def report_tags(self) -> dict[str, str]:
+        """The parent-run tags ``ddrm report`` reads its comparisons from: declared before the study runs."""
+        return {"reference": self.reference or "", **self.declared.tags()}
 
     def configs(self) -> dict[tuple[str, int], Config]:
         """``{(variant, seed): Config}`` of every trial, in trial order (``variant`` is ``<model>/<variant>``
@@ -290,6 +303,23 @@ def _select(named: dict[str, dict[str, Any]], wanted: Sequence[str], what: str,
     return {m: changes for m, changes in named.items() if m in wanted}
 
 
+def _spec_rows(raw: Mapping[str, Any], plain: Mapping[str, Any]) -> set[str]:
+    """Every "<model>/<variant>" row of a spec with ``models`` (before --models/--variants narrow them)."""
+    rows = set()
+    for model, changes in (raw.get("models") or {}).items():
+        crossed = (changes or {}).get(MODEL_VARIANTS_KEY) if isinstance(changes, Mapping) else None
+        rows |= {f"{model}{MODEL_SEPARATOR}{v}" for v in plain if not isinstance(crossed, list) or v in crossed}
+    return rows
+
+
+def load_declared(path: str | Path) -> tuple[str | None, Declared]:
+    """An ablation spec's ``reference`` and its declared comparisons (baseline, family, claims), checked without
+    building its configs: what ``ddrm report --spec`` reads."""
+    source, raw = _read_spec(path, ABLATION_KEYS)
+    variants = raw.get("variants") if isinstance(raw.get("variants"), Mapping) else {}
+    return raw.get("reference"), parse_declared(raw, source, _spec_rows(raw, variants) if "models" in raw else None)
+
+
 def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
                        seeds: int | Sequence[int] | None = None,
                        only_models: Sequence[str] | None = None,
@@ -316,10 +346,6 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
     reference = raw.get("reference")
     if reference is not None and reference not in plain:
         _fail(source, f"key 'reference': {reference!r} is not a variant; variants: {sorted(plain)}")
-    baseline = raw.get("baseline")
-    if baseline is not None and (not isinstance(baseline, str) or "/" not in baseline):
-        _fail(source, f"key 'baseline': {baseline!r} is not allowed; expected '<model>/<variant>', e.g. ease/tuned "
-                      f"(the model as the report names it: the spec's model, else model.name or backend.name)")
     if only_variants is not None:
         plain = _select(plain, only_variants, "variants", source)
     variants: dict[str, dict[str, Any]] = {}
@@ -343,6 +369,7 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
             merged = {**model_changes, **changes, **own.get(name, {})}
             _check_point(base, merged, source, f"variant {full_name!r}")
             variants[full_name] = merged
+    declared = parse_declared(raw, source, _spec_rows(raw, variants_raw) if "models" in raw else None)
     if seeds is None:
         seed_list = _seeds(raw.get("seeds", [0]), source)
     elif isinstance(seeds, int):
@@ -359,4 +386,4 @@ def load_ablation_spec(path: str | Path, overrides: Mapping[str, Any] | None = N
                         max_concurrent=_positive_int(raw, "max_concurrent", 2, source),
                         max_failures=_positive_int(raw, "max_failures", 1, source, minimum=0), source=source,
                         description=str(raw.get("description", "")), expected_minutes=expected,
-                        trials=[(v, s) for v in variants for s in seed_list], baseline=baseline)
+                        trials=[(v, s) for v in variants for s in seed_list], declared=declared)
