@@ -94,13 +94,12 @@ def table_spec(spec: CampaignSpec, table: str, dataset: str, chosen: dict[str, C
     rows = spec.tables[table].rows
     variants = {row: {k: v for k, v in chosen[stage].to_flat_dict().items() if k not in ("seed", "data.dir")}
                 for row, stage in rows.items()}
-    baselines = spec.tables[table].baselines
     return AblationSpec(name=study_name(spec, dataset, table), base={}, seeds=tuple(spec.table_seeds),
                         variants=variants, reference=spec.tables[table].reference,
                         resources=Resources(spec.cpus_per_trial, 0.0), max_concurrent=spec.max_concurrent,
                         max_failures=1, source=spec.source, description=spec.tables[table].description,
                         trials=[(v, s) for v in variants for s in spec.table_seeds],
-                        baseline=baselines[0] if baselines else None)
+                        declared=spec.tables[table].declared(f"{spec.source}: tables.{table}"))
 
 
 def _copy_report(report: Path | None, to: Path) -> None:

@@ -60,7 +60,16 @@ class TableSpec(_Strict):
     rows: dict[str, str] = Field(min_length=1)
     reference: str | None = None  # the variant each model's rows are tested against
     baselines: list[str] = Field(default_factory=list)  # "<model>/<variant>" rows every row is tested against
+    family: Any = None  # the tests Holm adjusts together (ablation spec key `family`, ddrm.tuning.comparisons)
+    claims: list[dict[str, Any]] = Field(default_factory=list)  # named paper claims, each with a verdict
     description: str = ""
+
+    def declared(self, source: str):
+        """The table's baselines, family and claims as an ablation declares them (checked against its rows)."""
+        from ..tuning.comparisons import parse_declared
+
+        raw = {"baseline": self.baselines or None, "family": self.family, "claims": self.claims or None}
+        return parse_declared(raw, source, rows=set(self.rows))
 
 
 class CampaignSpec(_Strict):
@@ -140,6 +149,8 @@ def load_campaign(path: str | Path) -> CampaignSpec:
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         raise ConfigError(f"{path}: {where + ': ' if where else ''}{message}") from None
+    for name, table in spec.tables.items():
+        table.declared(f"{path}: tables.{name}")  # one ConfigError naming the key
     for name, stage in spec.stages.items():
         if stage.space is not None and not (path.parent / stage.space).is_file():
             raise ConfigError(f"{path}: stages.{name}.space: {stage.space} does not exist (relative to {path.parent})")
