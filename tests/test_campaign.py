@@ -86,6 +86,10 @@ def test_stages_run_in_dependency_order_and_the_dependent_search_takes_the_chose
     assert set(table["seed"]) == {1, 2}  # table seeds, disjoint from the search's
     assert set(zip(table["model"], table["variant"])) == {("mf", "alone"), ("mf", "ddrm"), ("ease", "tuned")}
     assert table["test_recall_at_20"].notna().all()
+    summary = (out / "campaign.md").read_text()
+    assert "| mf/ddrm | mf_ddrm | 2 |" in summary and "| ease/tuned | ease | 2 |" in summary
+    record = (out / "campaign.json").read_text()
+    assert str(Path.cwd()) not in record and "/tmp/" not in record  # committed files name no machine path
 
 
 def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_nothing(campaign_run, capsys):
@@ -101,6 +105,10 @@ def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_no
     assert "6 of 6 trials finished before and are replayed, not trained" in printed
     after = pd.read_csv(moved / "tables" / "main" / "runs.csv")
     assert after["test_recall_at_20"].tolist() == before["test_recall_at_20"].tolist()
+    capsys.readouterr()
+    assert main(["campaign", "summary", str(spec), "--dataset", "tiny", "--out", str(moved)]) == 0
+    across = capsys.readouterr().out
+    assert "| row | tiny R@20 | tiny N@20 |" in across and "| mf/alone |" in across
 
 
 def test_plan_prints_the_stage_graph_and_an_estimate(tmp_path, capsys):

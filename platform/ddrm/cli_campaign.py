@@ -15,10 +15,12 @@ def add_campaign_parser(subparsers: argparse._SubParsersAction) -> None:
                               description="Run (or plan) every stage of a campaign spec in dependency order, then "
                                           "its tables, with the protocol enforced (equal budget, searches on "
                                           "validation only, table seeds disjoint from the search seed).")
-    p.add_argument("action", choices=["plan", "run"], help="plan: print the stage graph and the estimated cost; "
-                                                           "run: run it (resumes)")
+    p.add_argument("action", choices=["plan", "run", "summary"],
+                   help="plan: print the stage graph and the estimated cost; run: run it (resumes); summary: one "
+                        "table across --dataset a,b,c (rows x datasets, R@20 / N@20) and each claim's verdict")
     p.add_argument("spec", help="campaign YAML, e.g. campaigns/tuned.yaml")
-    p.add_argument("--dataset", required=True, help="prepared dataset name (data.name), e.g. ml-1m_noisy")
+    p.add_argument("--dataset", required=True, help="prepared dataset name (data.name), e.g. ml-1m_noisy; "
+                                                    "summary: comma-separated")
     p.add_argument("--data-dir", help="folder of prepared datasets (default: $DDRM_DATA_DIR, else ./data); a "
                                       "missing dataset is prepared there, or in ./data when it is read-only")
     p.add_argument("--out", help="campaign folder (default: the spec's `results` folder / <dataset>, else "
@@ -79,6 +81,17 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from .campaign.plan import format_plan, plan_campaign
 
     spec = _spec(args)
+    if args.action == "summary":
+        from .campaign.summary import across_datasets
+
+        datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
+        outs = {d: _out(spec, argparse.Namespace(**{**vars(args), "dataset": d})) for d in datasets}
+        missing = [str(o / "campaign.json") for o in outs.values() if not (o / "campaign.json").is_file()]
+        if missing:
+            raise ConfigError(f"no campaign results at {', '.join(missing)}: run `ddrm campaign run` first")
+        for table in spec.tables:
+            print(f"## {table}\n\n{across_datasets(outs, table)}")
+        return 0
     out = _out(spec, args)
     data_dir = campaign_data_dir(args.dataset, args.data_dir)
     cpus = args.num_cpus or os.cpu_count() or 1

@@ -112,6 +112,13 @@ def _runs_csv(folder: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def _relative(path: str | None) -> str | None:
+    """A path as committed files name it: relative to the working directory (no machine path)."""
+    from ..report.runs import relative_path
+
+    return relative_path(str(Path(path).resolve())) if path else None
+
+
 def _write_chosen(folder: Path, config: Config, note: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     text = f"# {note}\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
@@ -128,7 +135,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
 
     out = Path(out)
     chosen: dict[str, Config] = {}
-    record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": spec.source,
+    record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": _relative(spec.source),
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
                               "estimate": estimate or {}}
@@ -152,7 +159,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
             record["stages"][stage] = {
                 "kind": "search", "mode": search.mode, "trials": summary["trials"], "finished": summary["finished"],
                 "errored": summary["errored"], "epochs_spent": summary["epochs_spent"],
-                "inherits": dict(spec.stages[stage].inherit), "imported_from": imported,
+                "inherits": dict(spec.stages[stage].inherit), "imported_from": _relative(imported),
                 "best_valid": (summary["best"] or {}).get("valid"), "driver_wall_seconds": time.perf_counter() - start}
     for table in spec.tables:
         folder = out / "tables" / table
@@ -163,11 +170,14 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                                import_runs=imported)
         _copy_report(summary.get("report"), folder)
         record["tables"][table] = {"trials": summary["trials"], "finished": summary["finished"],
-                                   "errored": summary["errored"], "imported_from": imported,
+                                   "errored": summary["errored"], "imported_from": _relative(imported),
                                    "rows": dict(spec.tables[table].rows),
                                    "driver_wall_seconds": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".campaign.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(out / "campaign.json")
+    from .summary import campaign_markdown
+
+    (out / "campaign.md").write_text(campaign_markdown(out))
     return record

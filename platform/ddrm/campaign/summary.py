@@ -1,0 +1,104 @@
+"""A campaign's results in the paper's shape, from its committed files only (``campaign.json``, each stage's and
+table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (each row with its budget), and
+across datasets one table (rows = the table's rows, columns = datasets x R@20 / N@20) with a verdict per claim.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..stats import format_mean_std
+
+METRICS = ("test_recall_at_20", "test_ndcg_at_20")
+SHORT = {"test_recall_at_20": "R@20", "test_ndcg_at_20": "N@20"}
+
+
+def stage_budget(folder: Path) -> dict[str, Any]:
+    """A search stage's trials, trial-epochs and CPU-hours from its runs.csv (cost columns when recorded)."""
+    path = folder / "runs.csv"
+    if not path.is_file():
+        return {"trials": 0, "trial_epochs": 0, "cpu_hours": None}
+    runs = pd.read_csv(path)
+    epochs = runs["cost_epochs"] if "cost_epochs" in runs else runs.get("epoch", pd.Series(dtype=float))
+    cpu = runs["cost_cpu_seconds"].sum() / 3600 if "cost_cpu_seconds" in runs else None
+    return {"trials": len(runs), "trial_epochs": int(epochs.fillna(0).sum()), "cpu_hours": cpu}
+
+
+def _cell(row: pd.Series | None, metric: str) -> str:
+    if row is None or f"{metric}_mean" not in row:
+        return "–"
+    return format_mean_std(row[f"{metric}_mean"], row.get(f"{metric}_std"))
+
+
+def table_rows(out: Path, table: str) -> pd.DataFrame | None:
+    path = out / "tables" / table / "table.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def campaign_markdown(out: Path) -> str:
+    """``campaign.md`` of one dataset's campaign folder: per table, each row's stage, budget and test metrics, then
+    the claims' verdicts; the estimate beside the actual cost."""
+    record = json.loads((out / "campaign.json").read_text())
+    lines = [f"# Campaign {record['campaign']} on {record['dataset']}", "",
+             f"Budget {record['budget']} trials per searched stage (a grid: all of it); searches at seed "
+             f"{record['search_seed']} (validation only), tables at seeds {record['table_seeds']}.", ""]
+    for table, info in record["tables"].items():
+        frame = table_rows(out, table)
+        lines += [f"## Table {table}", "", "| row | stage | search trials | trial-epochs | CPU-h | "
+                  + " | ".join(SHORT[m] for m in METRICS) + " |", "|---" * (5 + len(METRICS)) + "|"]
+        for row, stage in info["rows"].items():
+            budget = stage_budget(out / "stages" / stage)
+            model, variant = row.split("/")
+            match = None
+            if frame is not None:
+                hits = frame[(frame["model"] == model) & (frame["variant"] == variant)]
+                match = hits.iloc[0] if len(hits) else None
+            hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
+            lines.append(f"| {row} | {stage} | {budget['trials']} | {budget['trial_epochs']} | {hours} | "
+                         + " | ".join(_cell(match, m) for m in METRICS) + " |")
+        claims = out / "tables" / table / "claims.csv"
+        if claims.is_file():
+            lines += ["", "| claim | difference [95% CI] | p (Holm) | verdict |", "|---|---|---|---|"]
+            for _, c in pd.read_csv(claims).iterrows():
+                lines.append(f"| {c['name']} | {c['mean_diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | "
+                             f"{c['p']:.3g} ({c['p_holm']:.3g}) | {c['verdict']} |")
+        lines += ["", f"Report: `tables/{table}/table.md` (marks, every paired test, the family)."]
+    estimate = (record.get("estimate") or {}).get("cpu_hours")
+    actual = sum(b["cpu_hours"] or 0.0 for b in (stage_budget(out / "stages" / s) for s in record["stages"]))
+    lines += ["", f"Cost: estimated {estimate:.2f} CPU-hours by `ddrm campaign plan`" if estimate else "",
+              f"searches' recorded cost {actual:.2f} CPU-hours" if actual else ""]
+    return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
+
+
+def across_datasets(outs: dict[str, Path], table: str) -> str:
+    """One markdown table: rows = the table's rows, columns = datasets x R@20 / N@20; then each claim's verdict
+    per dataset."""
+    frames = {d: table_rows(out, table) for d, out in outs.items()}
+    records = {d: json.loads((out / "campaign.json").read_text()) for d, out in outs.items() if (out / "campaign.json").is_file()}
+    rows: list[str] = []
+    for record in records.values():
+        rows += [r for r in record["tables"].get(table, {}).get("rows", {}) if r not in rows]
+    header = "| row | " + " | ".join(f"{d} {SHORT[m]}" for d in outs for m in METRICS) + " |"
+    lines = [header, "|---" * (1 + len(outs) * len(METRICS)) + "|"]
+    for row in rows:
+        model, variant = row.split("/")
+        cells = []
+        for d in outs:
+            frame = frames[d]
+            hits = frame[(frame["model"] == model) & (frame["variant"] == variant)] if frame is not None else []
+            cells += [_cell(hits.iloc[0] if len(hits) else None, m) for m in METRICS]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    verdicts: dict[str, dict[str, str]] = {}
+    for d, out in outs.items():
+        path = out / "tables" / table / "claims.csv"
+        if path.is_file():
+            for _, c in pd.read_csv(path).iterrows():
+                verdicts.setdefault(c["name"], {})[d] = c["verdict"]
+    if verdicts:
+        lines += ["", "| claim | " + " | ".join(outs) + " |", "|---" * (1 + len(outs)) + "|"]
+        lines += [f"| {name} | " + " | ".join(v.get(d, "–") for d in outs) + " |" for name, v in verdicts.items()]
+    return "\n".join(lines) + "\n"
