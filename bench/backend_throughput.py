@@ -49,7 +49,9 @@ def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fracti
     else:
         backend = build_backend(config, data, device)
         optimizer = backend_optimizer(backend, config)  # Adam, or SparseAdam with model.sparse_grad
-    sampler = BPRSampler(data.csr("train"), seed=seed, mode=config.model.sampling)
+    # a backend samples by its config, a standalone model by its class (as ddrm.train.fit_model does)
+    mode = config.model.sampling if config.final_stage != "model" else backend.bpr_sampling
+    sampler = BPRSampler(data.csr("train"), seed=seed, mode=mode)
     custom_step = getattr(backend, "training_step", None)
     generator = torch.Generator().manual_seed(seed)
     n_batches = max(1, math.ceil(fraction * math.ceil(sampler.n_train / batch_size)))
