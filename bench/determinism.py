@@ -39,7 +39,8 @@ DDRM = {"steps": 5, "hidden_dims": [16, 32], "epochs": 2, "lr": 0.01}
 SEED = 0
 
 # name -> (old-shape sections, new-shape sections); data, train and seed are added to both
-BACKENDS = {"mf": {"lr": 0.01}, "lightgcn": {"lr": 0.01, "layers": 2}, "sgl": {"lr": 0.01, "layers": 2, "ssl_reg": 0.01}}
+BACKENDS = {"mf": {"lr": 0.01}, "lightgcn": {"lr": 0.01, "layers": 2},
+            "sgl": {"lr": 0.01, "layers": 2, "ssl_reg": 0.01}}
 STANDALONE = {
     "multivae": {"hidden_dims": [64, 32], "batch_size": 64},
     "cdae": {"hidden_dims": [32], "batch_size": 64},
