@@ -31,7 +31,7 @@ from ddrm.data.sampling import BPRSampler
 from ddrm.registry import get_model
 from ddrm.train import backend_optimizer, build_backend, select_device
 
-DEFAULT_ROWS = {"mf": {"backend.layers": 0}, "lightgcn": {"backend.layers": 3}, "sgl": {"backend.layers": 3}}
+DEFAULT_ROWS = {"mf": {"model.layers": 0}, "lightgcn": {"model.layers": 3}, "sgl": {"model.layers": 3}}
 # opt-in rows: standalone models trained on BPR triples (``--backends adagcl``)
 MODEL_ROWS = {"adagcl": {"model.name": "adagcl"}}
 
@@ -39,7 +39,7 @@ MODEL_ROWS = {"adagcl": {"model.name": "adagcl"}}
 def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fraction: float, device: torch.device,
             seed: int = 0) -> dict:
     """Train ``fraction`` of one epoch; return interactions/s and timings."""
-    backend_key = {} if "model.name" in overrides else {"backend.name": backend_name}
+    backend_key = {} if "model.name" in overrides else {"model.name": backend_name}
     config = load_config(None, {"data.name": data.name, **backend_key, "seed": seed,
                                 "train.batch_size": batch_size, **overrides})
     torch.manual_seed(seed)
@@ -48,8 +48,10 @@ def measure(backend_name: str, overrides: dict, data, *, batch_size: int, fracti
         optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr, weight_decay=config.model.weight_decay)
     else:
         backend = build_backend(config, data, device)
-        optimizer = backend_optimizer(backend, config)  # Adam, or SparseAdam with backend.sparse_grad
-    sampler = BPRSampler(data.csr("train"), seed=seed, mode=config.model.sampling)
+        optimizer = backend_optimizer(backend, config)  # Adam, or SparseAdam with model.sparse_grad
+    # a backend samples by its config, a standalone model by its class (as ddrm.train.fit_model does)
+    mode = config.model.sampling if config.final_stage != "model" else backend.bpr_sampling
+    sampler = BPRSampler(data.csr("train"), seed=seed, mode=mode)
     custom_step = getattr(backend, "training_step", None)
     generator = torch.Generator().manual_seed(seed)
     n_batches = max(1, math.ceil(fraction * math.ceil(sampler.n_train / batch_size)))
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--set", dest="common", action="append", default=[],
-                        help="extra override for every backend, e.g. backend.pooling=normalized_sum")
+                        help="extra override for every backend, e.g. model.pooling=normalized_sum")
     parser.add_argument("--json", help="also write the rows (and the machine settings) here")
     args = parser.parse_args(argv)
 

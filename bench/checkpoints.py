@@ -1,6 +1,6 @@
 """The reference code's released backends (``ml-1m_noisy/ddrm_pretrained_backends``) scored by this platform.
 
-No training: each checkpoint is loaded (``backend.checkpoint``) and evaluated on the test split, scored directly
+No training: each checkpoint is loaded (``model.checkpoint``) and evaluated on the test split, scored directly
 (user · item) and by DDRM's inference start with no denoiser (mean of liked items, ``ddrm.inference_steps: 0``).
 ``tests/test_checkpoints.py`` asserts the same numbers against DESIGN §4; this writes them to a JSON that
 docs/RESULTS.md points at:
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.data_dir) / "ml-1m_noisy" / "ddrm_pretrained_backends"
     rows = []
     for label, backend, layers, pooling, propagation in ROWS:
-        config = Config().replace({"data.name": "ml-1m_noisy", "backend.name": backend, "backend.layers": layers,
-                                   "backend.pooling": pooling, "backend.checkpoint": str(folder / CHECKPOINTS[backend]),
+        config = Config().replace({"data.name": "ml-1m_noisy", "model.name": backend, "model.layers": layers,
+                                   "model.pooling": pooling, "model.checkpoint": str(folder / CHECKPOINTS[backend]),
                                    "ddrm.inference_steps": 0, "ddrm.propagation_layers": propagation})
         start = time.perf_counter()
         result = run(config, data=data, progress=False, use_cache=False)

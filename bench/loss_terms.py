@@ -4,11 +4,11 @@ Shows which term moves when a backend does not learn: for SGL, the BPR term agai
 (InfoNCE) term; for the other backends, the BPR term alone. Trains exactly like ``ddrm.train.fit``
 (same sampler, ``start_epoch`` hook, Adam on the summed loss), without evaluation.
 
-    python bench/loss_terms.py --data-dir ../shared/datasets --set backend.name=sgl
-    python bench/loss_terms.py --data-dir ../shared/datasets --set backend.name=sgl --set backend.pooling=mean
+    python bench/loss_terms.py --data-dir ../shared/datasets --set model.name=sgl
+    python bench/loss_terms.py --data-dir ../shared/datasets --set model.name=sgl --set model.pooling=mean
 
 Output: one line per ``--every`` batches: batch index, BPR term, extra term (SGL's InfoNCE sum before its
-weight ``backend.ssl_reg``; 0 for backends without one), seconds so far.
+weight ``model.ssl_reg``; 0 for backends without one), seconds so far.
 """
 
 from __future__ import annotations

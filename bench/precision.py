@@ -127,7 +127,7 @@ def emulation(reps: int, seconds: float, threads: int) -> dict:
 def released_config(data_name: str, overrides: dict | None = None):
     from ddrm.config import load_config
 
-    return load_config(None, {"data.name": data_name, "backend.name": "mf", **(overrides or {})})
+    return load_config(None, {"data.name": data_name, "model.name": "mf", **(overrides or {})})
 
 
 def mf_backend(config, data, device):
@@ -213,7 +213,7 @@ def backend_epochs(data, reps: int, fractions: dict[str, float], device: torch.d
 
     out: dict[str, dict] = {}
     for name, fraction in fractions.items():
-        config = released_config(data.name, {"backend.name": name})
+        config = released_config(data.name, {"model.name": name})
         torch.manual_seed(0)
         backend = build_backend(config, data, device)
         optimizer = torch.optim.Adam(backend.parameters(), lr=config.model.lr)

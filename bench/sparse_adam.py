@@ -1,4 +1,4 @@
-"""MF training epoch with dense Adam vs sparse gradients + SparseAdam (``backend.sparse_grad``), one host, one run.
+"""MF training epoch with dense Adam vs sparse gradients + SparseAdam (``model.sparse_grad``), one host, one run.
 
 Times one full MF training epoch (sampling, forward, backward, optimiser step; no evaluation) on ML-1M and on
 the generated Yelp-sized data of ``bench/run``'s scale section, alternating dense and sparse ``--reps`` times,
@@ -43,7 +43,7 @@ def epoch_seconds(data, reps: int, fraction: float) -> dict:
     times: dict[str, list[float]] = {"dense": [], "sparse": []}
     for _ in range(reps):  # alternated, so drift in the machine's speed hits both sides alike
         for name, sparse in (("dense", False), ("sparse", True)):
-            out = measure("mf", {"backend.sparse_grad": sparse}, data, batch_size=2048, fraction=fraction,
+            out = measure("mf", {"model.sparse_grad": sparse}, data, batch_size=2048, fraction=fraction,
                           device=torch.device("cpu"))
             times[name].append(out["seconds"] / fraction)
     dense, sparse = statistics.median(times["dense"]), statistics.median(times["sparse"])

@@ -73,3 +73,30 @@ def test_end_to_end_records_each_precision_with_its_metrics_and_peak_rss(tmp_pat
         assert 0 <= run["test"]["recall_at_20"] <= 1
     assert record["host"]["cpu_model"] and record["host_kind"].startswith("cpu_")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_determinism_compares_every_metric_byte_for_byte(tmp_path):
+    """bench/determinism.py: a side run twice is identical; a one-ulp change of one metric is reported."""
+    import math
+
+    script = str(REPO / "bench" / "determinism.py")
+    sides = []
+    for shape in ("old", "new"):
+        side = tmp_path / f"{shape}.json"
+        done = subprocess.run([sys.executable, script, "run", "--package-root", str(REPO / "platform"), "--shape",
+                               shape, "--only", "mf", "mf+tce", "mostpop", "--json", str(side)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        sides.append(str(side))
+    record = json.loads(Path(sides[0]).read_text())
+    assert list(record["runs"]) == ["mf", "mf+tce", "mostpop"] and record["host"]["cpu_model"]
+    assert record["runs"]["mf+tce"]["config"]["denoise.name"] == "tce"  # the old shape, read through ddrm.legacy
+    out = tmp_path / "compare.json"
+    done = subprocess.run([sys.executable, script, "compare", *sides, "--json", str(out)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "DIFFERS" not in done.stdout, done.stdout
+    assert json.loads(out.read_text())["comparison"]["all_identical"]
+    record["runs"]["mf"]["test"]["ndcg_at_20"] = math.nextafter(record["runs"]["mf"]["test"]["ndcg_at_20"], 1.0)
+    Path(sides[0]).write_text(json.dumps(record))
+    done = subprocess.run([sys.executable, script, "compare", *sides], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "| mf | DIFFERS |" in done.stdout, done.stdout

@@ -92,7 +92,7 @@ def study(store):
     write_prepared(tmp / "data" / "tiny", train, valid, test)
     (tmp / "abl.yaml").write_text(
         "name: browser_abl\nbase:\n  data: {name: tiny}\n  train: {epochs: 2, batch_size: 64, patience: 5}\n"
-        "  backend: {lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}\nseeds: [0]\n"
+        "  model: {name: mf, lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}\nseeds: [0]\n"
         "variants:\n  backend: {ddrm.enabled: false}\n  ddrm: {}\nreference: backend\nresources: {cpu: 1}\n"
         "max_concurrent: 2\n")
     with local_ray(tmp / "cache"):

@@ -80,7 +80,7 @@ def test_study_commands_fail_before_ray_on_bad_specs_and_missing_data(tmp_path, 
     spec.write_text("name: a\nvariants: {full: {ddrm.stepz: 3}}\n")
     assert main(["ablate", str(spec)]) == 2
     assert "ddrm.stepz" in capsys.readouterr().err
-    spec.write_text("name: a\nvariants: {full: {}}\nmodels: {mf: {backend.name: mf}}\n")
+    spec.write_text("name: a\nvariants: {full: {}}\nmodels: {mf: {model.name: mf}}\n")
     assert main(["ablate", str(spec), "--seed-list", "1,two"]) == 2
     assert "--seed-list '1,two'" in capsys.readouterr().err
     assert main(["ablate", str(spec), "--models", "mf,sgl"]) == 2

@@ -31,7 +31,7 @@ SPEC = """name: {name}
 base:
   data: {{name: tiny}}
   train: {{epochs: {epochs}, batch_size: 64, patience: 50}}
-  backend: {{lr: 0.01}}
+  model: {{name: mf, lr: 0.01}}
   ddrm: {{hidden_dims: [8, 16], steps: 4, lr: 0.01}}
 seeds: [0, 1]
 variants:

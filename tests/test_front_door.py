@@ -15,7 +15,7 @@ from conftest import local_ray, make_interactions  # noqa: E402
 from ddrm.data import write_prepared  # noqa: E402
 
 BASE = {"data": {"name": "tiny"}, "train": {"epochs": 2, "batch_size": 64, "patience": 5},
-        "backend": {"lr": 0.01}, "ddrm": {"hidden_dims": [8, 16], "steps": 4, "lr": 0.01}}
+        "model": {"name": "mf", "lr": 0.01}, "ddrm": {"hidden_dims": [8, 16], "steps": 4, "lr": 0.01}}
 
 
 # ------------------------------------------------------------------------------------------- run names
@@ -61,8 +61,8 @@ def studies(tmp_path_factory):
     train, valid, test = make_interactions(n_users=40, n_items=30, seed=1)
     write_prepared(tmp / "data" / "tiny", train, valid, test)
     dirs = {"data_dir": str(tmp / "data"), "storage": str(tmp / "ray"), "tracking_uri": f"sqlite:///{tmp / 'm.db'}"}
-    base = ("base:\n  data: {name: tiny}\n  train: {epochs: 2, batch_size: 64, patience: 5}\n  backend: {lr: 0.01}\n"
-            "  ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}\n")
+    base = ("base:\n  data: {name: tiny}\n  train: {epochs: 2, batch_size: 64, patience: 5}\n"
+            "  model: {name: mf, lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}\n")
     (tmp / "abl.yaml").write_text("name: abl\n" + base + "seeds: [0]\nvariants:\n  backend: {ddrm.enabled: false}\n"
                                   "  ddrm: {}\nreference: backend\nresources: {cpu: 1}\nmax_concurrent: 2\n")
     (tmp / "tpe.yaml").write_text("name: tpe\nmode: tpe\nnum_samples: 2\nseeds: [0]\nmetric: recall_at_20\n" + base

@@ -37,7 +37,7 @@ SPEC = """name: {name}
 base:
   data: {{name: tiny}}
   train: {{epochs: 3, batch_size: 64, patience: 50}}
-  backend: {{lr: 0.01}}
+  model: {{name: mf, lr: 0.01}}
   ddrm: {{hidden_dims: [8, 16], steps: 4, lr: 0.01}}
 seeds: {seeds}
 variants:

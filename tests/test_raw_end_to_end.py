@@ -26,8 +26,8 @@ base:
   ddrm: {hidden_dims: [16, 32], steps: 5}
 seeds: [0, 1]
 models:
-  mf: {backend.name: mf}
-  lightgcn: {backend.name: lightgcn, backend.layers: 2}
+  mf: {model.name: mf}
+  lightgcn: {model.name: lightgcn, model.layers: 2}
 variants:
   alone: {ddrm.enabled: false}
   ddrm: {}

@@ -29,7 +29,7 @@ metric: recall_at_20
 base:
   data: {name: tiny}
   train: {epochs: 2, batch_size: 64, patience: 5}
-  backend: {lr: 0.01}
+  model: {name: mf, lr: 0.01}
   ddrm: {hidden_dims: [8, 16], lr: 0.01}
 space:
   ddrm.steps: {type: choice, values: [2, 5]}
@@ -88,7 +88,7 @@ def test_max_epochs_caps_every_stage_and_marks_the_run(ray_local, tmp_path, monk
     write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
     (tmp_path / "abl.yaml").write_text(
         "name: smoke\nbase:\n  data: {name: tiny}\n  train: {epochs: 50, batch_size: 64, patience: 50}\n"
-        "  backend: {lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01, epochs: 40}\nseeds: [0]\n"
+        "  model: {name: mf, lr: 0.01}\n  ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01, epochs: 40}\nseeds: [0]\n"
         "variants:\n  alone: {ddrm.enabled: false}\n  ddrm: {}\nreference: alone\nresources: {cpu: 1}\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["ablate", "abl.yaml", "--data-dir", "data", "--tracking-uri", uri, "--storage", "ray",

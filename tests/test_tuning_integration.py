@@ -17,7 +17,7 @@ from ddrm.tuning.spec import Resources, load_ablation_spec, load_search_spec  # 
 BASE = """base:
   data: {name: tiny}
   train: {epochs: 3, batch_size: 64, patience: 5}
-  backend: {lr: 0.01}
+  model: {name: mf, lr: 0.01}
   ddrm: {hidden_dims: [8, 16], steps: 4, lr: 0.01}
 """
 

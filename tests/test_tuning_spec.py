@@ -2,6 +2,7 @@
 
 import pytest
 
+from ddrm.config import apply_overrides, config_from_dict
 from ddrm.errors import ConfigError
 from ddrm.tuning.spec import load_ablation_spec, load_search_spec
 from conftest import REPO_ROOT
@@ -73,7 +74,7 @@ def test_ablation_spec(tmp_path):
 def test_ablation_spec_models_cross_every_variant(tmp_path):
     text = ("name: a\nbase: {data: {name: tiny}, ddrm: {steps: 5}}\nseeds: [0]\nreference: alone\n"
             "variants: {alone: {ddrm.enabled: false}, ddrm: {ddrm.steps: 7}}\n"
-            "models: {mf: {backend.name: mf}, sgl: {backend.name: sgl, ddrm.steps: 9, ddrm.activation: relu}}\n")
+            "models: {mf: {model.name: mf}, sgl: {model.name: sgl, ddrm.steps: 9, ddrm.activation: relu}}\n")
     spec = load_ablation_spec(write(tmp_path, text))
     assert list(spec.variants) == ["mf/alone", "mf/ddrm", "sgl/alone", "sgl/ddrm"]
     assert spec.variants["sgl/ddrm"] == {"model.name": "sgl", "ddrm.steps": 7, "ddrm.activation": "relu"}
@@ -89,7 +90,7 @@ def test_ablation_spec_models_cross_every_variant(tmp_path):
 def test_a_model_may_cross_only_some_variants_and_a_baseline_row_is_named(tmp_path):
     text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1]\nreference: alone\nbaseline: ease/tuned\n"
             "variants: {alone: {ddrm.enabled: false}, ddrm: {}, tuned: {}}\n"
-            "models: {mf: {backend.name: mf, variants: [alone, ddrm]}, ease: {model.name: ease, variants: [tuned]}}\n")
+            "models: {mf: {model.name: mf, variants: [alone, ddrm]}, ease: {model.name: ease, variants: [tuned]}}\n")
     spec = load_ablation_spec(write(tmp_path, text))
     assert list(spec.variants) == ["mf/alone", "mf/ddrm", "ease/tuned"] and len(spec.trials) == 6
     assert spec.variants["ease/tuned"] == {"model.name": "ease"} and spec.baseline == ("ease/tuned",)
@@ -102,7 +103,7 @@ def test_a_model_may_cross_only_some_variants_and_a_baseline_row_is_named(tmp_pa
 def test_ablation_spec_runs_only_the_chosen_models(tmp_path):
     text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1]\nreference: alone\n"
             "variants: {alone: {ddrm.enabled: false}, ddrm: {}}\n"
-            "models: {mf: {backend.name: mf}, lightgcn: {backend.name: lightgcn}, sgl: {backend.name: sgl}}\n")
+            "models: {mf: {model.name: mf}, lightgcn: {model.name: lightgcn}, sgl: {model.name: sgl}}\n")
     path = write(tmp_path, text)
     spec = load_ablation_spec(path, only_models=["sgl", "mf"])
     assert list(spec.variants) == ["mf/alone", "mf/ddrm", "sgl/alone", "sgl/ddrm"]  # the spec's order
@@ -117,7 +118,7 @@ def test_ablation_spec_runs_only_the_chosen_models(tmp_path):
 def test_ablation_spec_runs_only_the_chosen_variants(tmp_path):
     text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0, 1, 2]\nreference: alone\n"
             "variants: {alone: {ddrm.enabled: false}, ddrm: {}, item_only: {ddrm.denoise_users: false}}\n"
-            "models: {mf: {backend.name: mf}, sgl: {backend.name: sgl}}\n")
+            "models: {mf: {model.name: mf}, sgl: {model.name: sgl}}\n")
     path = write(tmp_path, text)
     spec = load_ablation_spec(path, only_models=["sgl"], only_variants=["item_only", "ddrm"])
     assert list(spec.variants) == ["sgl/ddrm", "sgl/item_only"]  # the spec's order
@@ -156,8 +157,8 @@ def test_a_model_may_carry_its_own_settings_of_a_variant(tmp_path):
     """Each backend's searched DDRM config is that model's row of the one `tuned_ddrm` variant."""
     text = ("name: a\nbase: {data: {name: tiny}}\nseeds: [0]\nreference: alone\n"
             "variants: {alone: {ddrm.enabled: false}, tuned_ddrm: {ddrm.epochs: 20}}\n"
-            "models: {mf: {backend.name: mf, settings: {tuned_ddrm: {ddrm.steps: 10}}},\n"
-            "         lightgcn: {backend.name: lightgcn, settings: {tuned_ddrm: {ddrm.steps: 40, ddrm.epochs: 9}}}}\n")
+            "models: {mf: {model.name: mf, settings: {tuned_ddrm: {ddrm.steps: 10}}},\n"
+            "         lightgcn: {model.name: lightgcn, settings: {tuned_ddrm: {ddrm.steps: 40, ddrm.epochs: 9}}}}\n")
     spec = load_ablation_spec(write(tmp_path, text))
     assert spec.variants["mf/tuned_ddrm"] == {"model.name": "mf", "ddrm.epochs": 20, "ddrm.steps": 10}
     assert spec.variants["lightgcn/tuned_ddrm"]["ddrm.epochs"] == 9  # the model's own setting wins
@@ -170,3 +171,47 @@ def test_a_model_may_carry_its_own_settings_of_a_variant(tmp_path):
                                                         "settings: {nope: {ddrm.steps: 10}}")))
     with pytest.raises(ConfigError, match="variant 'mf/tuned_ddrm'"):
         load_ablation_spec(write(tmp_path, text.replace("ddrm.steps: 10", "ddrm.steps: 0")))
+
+
+def test_a_spec_in_the_old_key_names_loads_to_the_configs_of_the_new_names(tmp_path):
+    """Specs written before the config refactor (a ``backend`` section, ``backend.*`` and the loss plug-in's
+    ``backend.denoise`` / ``backend.tce_*`` / ``backend.rce_beta`` keys) still load, through ddrm.legacy, to the
+    very configs of the same spec in the new names."""
+    old_search = ("name: s\nmode: grid\nbase:\n  data: {name: tiny}\n"
+                  "  backend: {name: lightgcn, layers: 2, lr: 0.002, denoise: tce}\n  ddrm: {enabled: false}\n"
+                  "space:\n  backend.tce_max_rate: {type: choice, values: [0.05, 0.1]}\n"
+                  "  backend.tce_num_gradual: {type: choice, values: [10000, 30000]}\n"
+                  "  backend.weight_decay: {type: choice, values: [1.0e-5, 1.0e-4]}\n")
+    new_search = ("name: s\nmode: grid\nbase:\n  data: {name: tiny}\n"
+                  "  model: {name: lightgcn, layers: 2, lr: 0.002}\n  denoise: {name: tce}\n  ddrm: {enabled: false}\n"
+                  "space:\n  denoise.max_rate: {type: choice, values: [0.05, 0.1]}\n"
+                  "  denoise.num_gradual: {type: choice, values: [10000, 30000]}\n"
+                  "  model.weight_decay: {type: choice, values: [1.0e-5, 1.0e-4]}\n")
+    old, new = (load_search_spec(write(tmp_path, text, f"{i}.yaml")) for i, text in enumerate((old_search, new_search)))
+    assert old.base == new.base and old.space == new.space
+    assert list(new.space) == ["denoise.max_rate", "denoise.num_gradual", "model.weight_decay"]
+    assert config_from_dict(old.base).to_flat_dict() == config_from_dict(new.base).to_flat_dict()
+    for key, dist in new.space.items():
+        for value in dist["values"]:
+            point = config_from_dict(apply_overrides(old.base, {key: value}))
+            assert point == config_from_dict(apply_overrides(new.base, {key: value}))
+    old_ablation = ("name: a\nbase: {data: {name: tiny}, backend: {name: mf, lr: 0.01}}\nseeds: [0, 1]\n"
+                    "variants: {alone: {ddrm.enabled: false}, tce: {backend.denoise: tce, ddrm.enabled: false},\n"
+                    "           rce: {backend.denoise: rce, backend.rce_beta: 0.5, ddrm.enabled: false}, ddrm: {}}\n"
+                    "models:\n"
+                    "  mf: {backend.name: mf, backend.lr: 0.01, settings: {tce: {backend.tce_max_rate: 0.05}}}\n"
+                    "  sgl: {backend.name: sgl, backend.ssl_reg: 0.01, variants: [alone, ddrm]}\n"
+                    "  ease: {model.name: ease, model.ease_lambda: 900.0, variants: [alone]}\n")
+    new_ablation = ("name: a\nbase: {data: {name: tiny}, model: {name: mf, lr: 0.01}}\nseeds: [0, 1]\n"
+                    "variants: {alone: {ddrm.enabled: false}, tce: {denoise.name: tce, ddrm.enabled: false},\n"
+                    "           rce: {denoise.name: rce, denoise.beta: 0.5, ddrm.enabled: false}, ddrm: {}}\n"
+                    "models:\n  mf: {model.name: mf, model.lr: 0.01, settings: {tce: {denoise.max_rate: 0.05}}}\n"
+                    "  sgl: {model.name: sgl, model.ssl_reg: 0.01, variants: [alone, ddrm]}\n"
+                    "  ease: {model.name: ease, model.ease_lambda: 900.0, variants: [alone]}\n")
+    old, new = (load_ablation_spec(write(tmp_path, text, f"a{i}.yaml"))
+                for i, text in enumerate((old_ablation, new_ablation)))
+    assert list(old.variants) == list(new.variants) and old.trials == new.trials and len(new.trials) == 14
+    assert old.configs() == new.configs()
+    configs = new.configs()
+    assert configs[("mf/tce", 1)].denoise.max_rate == 0.05 and configs[("mf/rce", 0)].denoise.beta == 0.5
+    assert configs[("sgl/ddrm", 0)].model.ssl_reg == 0.01 and configs[("ease/alone", 0)].final_stage == "model"

@@ -23,7 +23,7 @@ metric: recall_at_20
 base:
   data: {{name: tiny}}
   train: {{epochs: 2, batch_size: 64, patience: 5}}
-  backend: {{lr: 0.01}}
+  model: {{name: mf, lr: 0.01}}
   ddrm: {{hidden_dims: [8, 16], lr: 0.01}}
 space:
   ddrm.steps: {{type: choice, values: [2, 3, 4, 5, 6]}}
@@ -74,7 +74,7 @@ ABLATION = """name: warm_ablation
 base:
   data: {name: tiny}
   train: {epochs: 2, batch_size: 64, patience: 5}
-  backend: {lr: 0.01}
+  model: {name: mf, lr: 0.01}
   ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01}
 seeds: [0, 1]
 variants:
@@ -122,7 +122,7 @@ metric: recall_at_20
 base:
   data: {name: tiny}
   train: {epochs: 2, batch_size: 64, patience: 5}
-  backend: {lr: 0.01}
+  model: {name: mf, lr: 0.01}
   ddrm: {hidden_dims: [8, 16], steps: 3, lr: 0.01}
 space:
   ddrm.steps: {type: choice, values: [2, 4]}
