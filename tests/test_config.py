@@ -60,11 +60,17 @@ def test_each_backend_declares_its_own_defaults_and_keys():
     lightgcn = load_config(None, {"model.name": "lightgcn"})
     assert lightgcn.model.layers == 3 and load_config(None, {"model.name": "sgl"}).model.layers == 3
     assert load_config(None, {"model.name": "sgl", "model.layers": 0}).model.layers == 0
-    # a changed model.name starts the model section anew: the new model's defaults, not the old one's values
+    # a changed model.name takes the new model's defaults, keeps what was set that it declares too, drops the rest
     assert Config().replace({"model.name": "lightgcn"}).model.layers == 3
     assert lightgcn.replace({"model.name": "mf"}).model.layers == 0
-    assert Config().replace({"model.layers": 2}).replace({"model.name": "sgl"}).model.layers == 3
+    assert Config().replace({"model.layers": 2}).replace({"model.name": "sgl"}).model.layers == 2
     assert Config().replace({"model.name": "sgl", "model.layers": 2}).model.layers == 2
+    sgl = load_config(None, {"model.name": "sgl", "model.ssl_reg": 0.3, "model.lr": 0.01})
+    assert sgl.replace({"model.name": "mf"}).model.lr == 0.01  # MF has no ssl_reg: dropped, not an error
+    # a base's model keys reach every model a spec switches to (a --set smoke override, e.g. model.dim=8)
+    from ddrm.config import apply_overrides
+    base = apply_overrides({"model": {"name": "mf", "dim": 8}}, {"model.name": "sgl"})
+    assert config_from_dict(base).model.dim == 8
     assert lightgcn.to_flat_dict()["model.layers"] == 3
     # pooling likewise: the reference code's SGL pools per-layer-normalised layers by a sum
     assert lightgcn.model.pooling == "mean" and lightgcn.replace({"model.name": "sgl"}).model.pooling == "normalized_sum"

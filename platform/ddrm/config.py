@@ -168,8 +168,14 @@ class Config(Params):
         return flatten(self.to_dict())
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
-        """A new config with dotted overrides applied (validated)."""
-        return config_from_dict(apply_overrides(self.to_dict(), overrides))
+        """A new config with dotted overrides applied (validated). The model and plug-in sections carry only the
+        keys that were set (not defaulted), so a switched ``model.name`` keeps what was chosen and takes the new
+        model's own defaults for the rest."""
+        nested = self.to_dict()
+        for section in ("model", "denoise"):
+            params = getattr(self, section)
+            nested[section] = {k: v for k, v in nested[section].items() if k == "name" or k in params.model_fields_set}
+        return config_from_dict(apply_overrides(nested, overrides))
 
 
 def _default_model() -> ModelParams:
@@ -291,9 +297,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Apply dotted overrides to a nested dict (copy). Old key names are renamed first (:mod:`ddrm.legacy`). A
-    changed ``model.name`` (``denoise.name``) starts that section anew from the overrides' keys for it: one
-    model's settings are not another's; a switch to a model DDRM cannot wrap also leaves ``ddrm.enabled`` to its
-    default (off) unless the overrides set it. Unknown keys surface when the result is validated."""
+    changed ``model.name`` (``denoise.name``) keeps the section's keys the new model (plug-in) declares too and
+    drops the others (one model's settings are not another's); a switch to a model DDRM cannot wrap also leaves
+    ``ddrm.enabled`` to its default (off) unless the overrides set it. Unknown keys surface when the result is
+    validated."""
     from .legacy import is_legacy, rename_flat_keys, upgrade_config
 
     nested = upgrade_config(nested) if is_legacy(nested) else nested
@@ -302,7 +309,7 @@ def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     for section in ("model", "denoise"):
         new_name = overrides.get(f"{section}.name")
         if new_name is not None and new_name != (out.get(section) or {}).get("name"):
-            out[section] = {}
+            out[section] = {k: v for k, v in (out.get(section) or {}).items() if k in _declared(section, new_name)}
             if section == "model" and isinstance(out.get("ddrm"), Mapping) and not _wraps(new_name):
                 out["ddrm"] = {k: v for k, v in out["ddrm"].items() if k != "enabled"}
     for key, value in overrides.items():
@@ -316,6 +323,14 @@ def apply_overrides(nested: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         out[section] = dict(out.get(section) or {})
         out[section][name] = value
     return out
+
+
+def _declared(section: str, name: Any) -> set[str]:
+    """The keys model (plug-in) ``name`` declares, without ``name``; none for an unknown name."""
+    from .registry import denoise_names, denoise_params, model_names, model_params
+
+    names, params = (model_names, model_params) if section == "model" else (denoise_names, denoise_params)
+    return set(params(name).model_fields) - {"name"} if name in names() else set()
 
 
 def _wraps(model_name: Any) -> bool:

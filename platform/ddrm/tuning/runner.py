@@ -192,7 +192,8 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     base_config = plan.base_config()
     if not any(k.startswith(("model.", "denoise.")) for k in spec.space) and base_config.ddrm.enabled:
         pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx, threads=plan.threads)
-    key = _study_key("tune", spec.name, {"base": spec.base, "space": spec.space, "mode": spec.mode}, ctx.storage)
+    key = _study_key("tune", spec.name, {"base": base_config.to_flat_dict(), "space": spec.space, "mode": spec.mode},
+                     ctx.storage)  # the validated base: the same study whichever key names its YAML used
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "tune", "mode": spec.mode, "spec": spec.source,
                                         "threads_per_trial": str(plan.threads)})
@@ -332,7 +333,8 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
         misses = explain_misses(trials, sources, reuse)
         if misses:
             print("\n".join(f"  {k} not reused: {why}" for k, why in misses.items()), flush=True)
-    key = _study_key("ablate", spec.name, {"base": spec.base, "variants": spec.variants, "seeds": spec.seeds},
+    key = _study_key("ablate", spec.name, {"trials": {f"{v}|{s}": c.to_flat_dict() for v, s, c in trials},
+                                           "seeds": spec.seeds},
                      ctx.storage)
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
                                        {"study": spec.name, "kind": "ablate", "spec": spec.source,

@@ -7,7 +7,7 @@ Both are checked completely before Ray starts; every error names the file and th
     num_samples: 24               # tpe: trials; grid: repeats of the whole grid
     seeds: [0]                    # run seed(s); tpe takes exactly one
     metric: recall_at_20          # validation metric to maximise
-    base: {backend: {name: mf}, train: {epochs: 20}}        # a config (sections data/backend/ddrm/train)
+    base: {model: {name: mf}, train: {epochs: 20}}          # a config (sections data/model/denoise/ddrm/train)
     space:
       ddrm.steps: {type: choice, values: [10, 20, 30]}
       ddrm.noise_scale: {type: loguniform, low: 1.0e-4, high: 1.0e-3}
@@ -30,10 +30,10 @@ Ablation::
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
     models:                       # optional: cross every variant with each model's overrides
-      mf: {backend.name: mf}
-      sgl: {backend.name: sgl, ddrm.steps: 50}
+      mf: {model.name: mf}
+      sgl: {model.name: sgl, ddrm.steps: 50}
       ease: {model.name: ease, variants: [full]}   # `variants`: cross only these with this model
-      lightgcn: {backend.name: lightgcn, settings: {full: {ddrm.steps: 40}}}  # this model's own settings
+      lightgcn: {model.name: lightgcn, settings: {full: {ddrm.steps: 40}}}  # this model's own settings
                                   # of a variant (e.g. each backend's searched DDRM config), on top of both
 
 With ``models`` the trials are model x variant x seed; internally each pair is the variant
