@@ -69,7 +69,8 @@ def campaign_data_dir(dataset: str, data_dir: str | None) -> str:
     root = resolve_data_dir(data_dir)
     if (root / dataset / "train_list.npy").is_file():
         return str(root)
-    target = root if root.is_dir() and os.access(root, os.W_OK) else Path("data").resolve()
+    writable = root.is_dir() and os.access(root, os.W_OK) and root.stat().st_mode & 0o222  # root ignores access()
+    target = root if writable else Path("data").resolve()
     if target != root:
         print(f"{root} is read-only: preparing {dataset} into {target}", flush=True)
     ensure_dataset(dataset, target)
