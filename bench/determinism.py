@@ -11,8 +11,8 @@ before the config refactor, 44d13f1, and through ``ddrm.legacy`` by the code aft
 shape; the data are generated here (seeded, a few hundred users and items) and written with the side's own
 ``write_prepared``, their hash recorded so that every side is seen to read the same arrays.
 
-    git worktree add /work/wt-old 44d13f1
-    python bench/determinism.py all --old-root /work/wt-old/platform --new-root platform \\
+    git worktree add ../ddrm-44d13f1 44d13f1
+    python bench/determinism.py all --old-root ../ddrm-44d13f1/platform --new-root platform \\
         --json docs/results/benchmarks/determinism_config_refactor.json
 
 or one side at a time (``run --package-root ROOT --shape old|new --json SIDE.json``), then ``compare SIDE.json
@@ -132,7 +132,8 @@ def run_side(package_root: str, shape: str, only: list[str] | None = None) -> di
         raise SystemExit(f"ddrm was imported from {ddrm.__file__}, not from {root}")
     arrays = generate()
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
-    out: dict[str, Any] = {"package_root": str(root), "commit": _git(root, "rev-parse", "HEAD"),
+    shown = os.path.relpath(root) if root.is_relative_to(Path.cwd().resolve()) else f"<checkout>/{root.name}"
+    out: dict[str, Any] = {"package_root": shown, "commit": _git(root, "rev-parse", "HEAD"),
                            "dirty": bool(_git(root, "status", "--porcelain", "--", ".")), "shape": shape,
                            "host": host_tags(), "torch": torch.__version__, "numpy": np.__version__,
                            "python": sys.version.split()[0], "data": {"users": N_USERS, "items": N_ITEMS,
