@@ -209,6 +209,10 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_metrics(ray_l
     _, _, (kid,) = children(study_dirs["tracking_uri"], "crash")
     assert [m.step for m in MlflowClient(study_dirs["tracking_uri"]).get_metric_history(
         kid.info.run_id, "valid_recall_at_20")] == [1, 2, 3]
+    # its cost: DDRM's 3 epochs counted once across both attempts (the backend came from the cache the calm study
+    # filled); the checkpoint carries the first attempt's seconds into the second
+    assert kid.data.metrics["cost_epochs"] == 3 and kid.data.metrics["cost_backend_from_cache"] == 1
+    assert kid.data.metrics["cost_cpu_seconds"] > 0
 
 
 def test_standalone_model_search_reports_every_epoch(ray_local, study_dirs, tmp_path):
