@@ -64,7 +64,7 @@ for path in sorted(glob.glob(f"{work}/ray_results/mf_ml1m_ddrm/*/result.json")):
         continue
     first, last = lines[0], lines[-1]
     trials.append({"trial_id": first.get("trial_id"), "pid": first.get("pid"), "epochs": last.get("epoch"),
-                   "finished": bool(last.get("done") and "test_recall_at_20" in last),
+                   "finished": bool(last.get("done") and "best_epoch" in last),
                    "start": first["timestamp"] - first.get("time_this_iter_s", 0.0), "end": last["timestamp"],
                    "device": first.get("device"), "valid_recall_at_20": last.get("best_recall_at_20"),
                    "gpu_max_memory_mb": max((l.get("gpu_max_memory_mb") or 0.0) for l in lines)})

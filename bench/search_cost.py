@@ -5,7 +5,8 @@ epoch cap) as a real ``ddrm tune`` study in one precision, two 1-CPU trials at a
 (the per-run record committed is its report's runs.csv); with ``--resume`` an interrupted search continues from
 that store (finished trials are told to the searcher, never trained twice). Writes JSON: the host (CPU model, bf16 flags, GEMM rate
 of the dtype), the wall time of each invocation, trials, trial-epochs spent (every epoch any trial trained,
-read back from the store), the best trial's validation R@20 and its test R@20, and the trial-epochs the
+read back from the store), the CPU and wall hours the trials logged (``cost_*``), the best trial's validation
+R@20 (a search scores no test), and the trial-epochs the
 full grid it replaces would cost (grid points x max_t), and the load average around each invocation (a wall
 time measured while other jobs ran is not a benchmark). Example (docs/PERFORMANCE.md):
 
@@ -56,16 +57,20 @@ def grid_trial_epochs(space: dict, max_t: int) -> tuple[int, int]:
     return points, points * max_t
 
 
-def epochs_in_store(uri: str, experiment: str) -> tuple[int, int]:
-    """(trial runs, trial-epochs) of every FINISHED trial run of ``experiment``: each run's last epoch."""
+def epochs_in_store(uri: str, experiment: str) -> tuple[int, int, dict]:
+    """(trial runs, trial-epochs, cost) of every FINISHED trial run of ``experiment``: each run's last epoch, and
+    the sums of the runs' logged cost (``cpu_hours``, ``wall_hours``; runs without ``cost_*`` add nothing)."""
+    from ddrm.metrics import COST_CPU, COST_WALL
     from ddrm.tracking import _client, search_all_runs
 
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        return 0, 0
+        return 0, 0, {}
     runs = search_all_runs(client, [found.experiment_id], "tags.role = 'trial' and attributes.status = 'FINISHED'")
-    return len(runs), int(sum(run.data.metrics.get("epoch", 0) for run in runs))
+    cost = {"cpu_hours": round(sum(r.data.metrics.get(COST_CPU, 0.0) for r in runs) / 3600, 3),
+            "wall_hours": round(sum(r.data.metrics.get(COST_WALL, 0.0) for r in runs) / 3600, 3)}
+    return len(runs), int(sum(run.data.metrics.get("epoch", 0) for run in runs)), cost
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_search(spec, storage=args.storage, tracking_uri=args.tracking_uri, data_dir=args.data_dir,
                          resume=args.resume)
     wall = time.perf_counter() - start
-    trials, trial_epochs = epochs_in_store(summary["tracking_uri"], spec.name)
+    trials, trial_epochs, cost = epochs_in_store(summary["tracking_uri"], spec.name)
     points, grid_epochs = grid_trial_epochs(spec.space, spec.scheduler.get("max_t") or 0)
     record["invocations"].append({"wall_seconds": round(wall, 1), "host": host_facts(args.precision),
                                   "load_average_1min": {"start": round(load_before[0], 2),
@@ -106,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision, "num_samples": spec.num_samples, "max_concurrent": spec.max_concurrent,
         "cpus_per_trial": spec.resources.cpu, "scheduler": spec.scheduler,
         "tracking_store": args.tracking_uri, "trials_in_store": trials, "trial_epochs": trial_epochs,
+        "trial_cost": cost,
         "wall_seconds_total": round(sum(i["wall_seconds"] for i in record["invocations"]), 1),
         "grid_points": points, "grid_trial_epochs": grid_epochs,
         "complete": trials >= spec.num_samples,  # false: stopped early (Ctrl-C, a session's end); --resume continues
-        "best": {"params": best.get("params"), "valid_recall_at_20": (best.get("valid") or {}).get("recall_at_20"),
-                 "test_recall_at_20": (best.get("test") or {}).get("recall_at_20")},
+        "best": {"params": best.get("params"), "valid_recall_at_20": (best.get("valid") or {}).get("recall_at_20")},
     })
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -167,7 +167,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print("best config (by validation " + spec.metric + "):")
     for key, value in sorted(summary["best"]["params"].items()):
         print(f"  {key} = {value}")
-    print(format_metrics({"best valid": summary["best"]["valid"], "best test": summary["best"]["test"]}))
+    print(format_metrics({"best valid": summary["best"]["valid"]}))  # a search's trials score no test split
     if report := _report_hint(summary):
         print(report)
     print(_mlflow_hint(summary["tracking_uri"], spec.name))

@@ -171,6 +171,21 @@ class StageResult:
     seconds: float
     from_cache: bool = False
     stop_reason: str = "epochs"  # epochs | patience | time_budget (train.time_budget_minutes) | closed_form
+    cpu_seconds: float = 0.0  # process CPU time of the stage (time.process_time; every thread of the process)
+
+
+@dataclass
+class RunCost:
+    """What one run cost: ``wall_seconds`` and ``cpu_seconds`` (``time.process_time``, every thread of the
+    process) over the whole run (data loading, training, evaluations, diagnostics), and ``epochs``: the training
+    epochs its stages actually ran, summed (backend + DDRM, or the standalone model). A backend loaded from the
+    cache (``backend_from_cache``) counts 0 epochs: its training was paid for by the run that cached it.
+    Logged as ``cost_<field>`` (:data:`ddrm.metrics.COST`)."""
+
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    epochs: int = 0
+    backend_from_cache: bool = False
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -74,27 +74,30 @@ def build_backend(config: Config, data: InteractionData, device: torch.device) -
     return cls(config.model, data.n_users, data.n_items, data.csr("train"), config.denoise).to(device)
 
 
-def evaluate_checkpoint(backend: Backend, config: Config, data: InteractionData, device: torch.device) -> StageResult:
-    """Load ``model.checkpoint`` (no training) and evaluate it on validation and test."""
+def evaluate_checkpoint(backend: Backend, config: Config, data: InteractionData, device: torch.device,
+                        evaluate_test: bool = True) -> StageResult:
+    """Load ``model.checkpoint`` (no training) and evaluate it on validation and test (``evaluate_test``)."""
     from .errors import ConfigError
 
     path = config.model.checkpoint
     if not os.path.isfile(path):
         raise ConfigError(f"config key 'model.checkpoint': file {path!r} does not exist")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     backend.load_checkpoint(path)
     backend.to(device).eval()
     kwargs = {"batch_size": config.train.eval_batch_size, "device": device}
     valid = evaluate(backend.scorer(), data, "valid", **kwargs)
-    test = evaluate(backend.scorer(), data, "test", **kwargs)
-    return StageResult(0, 0, valid, test, [], time.perf_counter() - start, from_cache=False)
+    test = evaluate(backend.scorer(), data, "test", **kwargs) if evaluate_test else {}
+    return StageResult(0, 0, valid, test, [], time.perf_counter() - start, from_cache=False,
+                       cpu_seconds=time.process_time() - cpu_start)
 
 
 def fit_closed_form(model: torch.nn.Module, config: Config, data: InteractionData, device: torch.device,
-                    callback: Callback | None) -> StageResult:
-    """``model.fit_closed_form()`` once, then validation (the one epoch-0 event, selected) and test; no optimiser.
+                    callback: Callback | None, evaluate_test: bool = True) -> StageResult:
+    """``model.fit_closed_form()`` once, then validation (the one epoch-0 event, selected) and test (unless
+    ``evaluate_test`` is false); no optimiser.
     A resumed run simply refits (deterministic), so its snapshot holds only the stage."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit_closed_form()
     model.eval()
     kwargs = {"batch_size": config.train.eval_batch_size, "device": device}
@@ -102,14 +105,16 @@ def fit_closed_form(model: torch.nn.Module, config: Config, data: InteractionDat
     elapsed = time.perf_counter() - start
     if callback is not None:
         callback(EvalEvent("model", 0, float("nan"), valid, valid, elapsed, model, lambda: {"stage": "model"}))
-    test = evaluate(model.scorer(), data, "test", **kwargs)
+    test = evaluate(model.scorer(), data, "test", **kwargs) if evaluate_test else {}
     history = [{"epoch": 0, "loss": float("nan"), "seconds": elapsed, **valid}]
-    return StageResult(0, 0, valid, test, history, time.perf_counter() - start, stop_reason="closed_form")
+    return StageResult(0, 0, valid, test, history, time.perf_counter() - start, stop_reason="closed_form",
+                       cpu_seconds=time.process_time() - cpu_start)
 
 
 def stage_diagnostics(prefix: str, model: torch.nn.Module, config: Config, data: InteractionData,
                       device: torch.device) -> dict[str, float]:
-    """``{prefix}_noise_auc`` etc. (see :mod:`.diagnostics`) when the training noise is known, else {}."""
+    """``{prefix}_noise_auc`` etc. (see :mod:`.diagnostics`) when the training noise is known, else {}. They score
+    training pairs only (never the test split), so a run that does not score test computes them too."""
     from .diagnostics import has_known_noise, noise_diagnostics
 
     if not has_known_noise(data):

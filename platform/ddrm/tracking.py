@@ -2,8 +2,8 @@
 
 Runs live in the driver (a Tune ``Callback``), so trials never open the tracking store — a sqlite file
 works locally, an MLflow server on a cluster. Child runs carry the flat config as params, every
-evaluation's validation metrics with ``step = epoch``, the final test metrics, ``config.yaml`` as an
-artifact, and tags ``variant``, ``seed``, ``trial_id``. A restarted driver (``--resume``) finds the
+evaluation's validation metrics and cost so far with ``step = epoch``, the final best/test (not in a search)/cost
+metrics, ``config.yaml`` as an artifact, and tags ``variant``, ``seed``, ``trial_id``. A restarted driver (``--resume``) finds the
 existing parent and child runs by tag instead of creating duplicates.
 """
 

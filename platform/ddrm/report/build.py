@@ -2,7 +2,8 @@
 
 :func:`build_report` collects the trial runs of an experiment (or of one parent run) and writes into one
 folder ``table.md``/``table.csv`` (mean ± std over seeds, paired comparisons against the reference and the
-baselines, Holm-adjusted over the declared family), ``pairs.csv`` (every comparison made), ``claims.csv`` (the
+baselines, Holm-adjusted over the declared family; a search's of validation metrics: its trials score no test;
+a line with the study's cost), ``pairs.csv`` (every comparison made), ``claims.csv`` (the
 declared claims and their verdicts), the plots, ``runs.csv`` (one row
 per run), ``best_config.yaml`` (searches) and, on request, ``report.html``. :func:`publish_study` is the end
 of ``ddrm ablate``/``ddrm tune``: it builds the report of the study's experiment into
@@ -84,10 +85,12 @@ def build_report(uri: str, target: str, out: Path, reference: str | None = None,
                         f"{sorted(row_name(r) for r in present)}")
     notes = ([f"Declared baseline(s) without runs here, not tested: {', '.join(f'`{row_name(b)}`' for b in missing)}."]
              if missing else [])
+    searched = facts["tags"].get("kind") == "tune"  # a search chooses on validation: its report shows no test
     text = write_tables(frame, out, reference, alpha, title=f"{target} ({relative_uri(uri)})",
                         baselines=[b for b in bases if b in present], family=declared.family, claims=declared.claims,
-                        declared_by=declared_by if declared.family is not None else "", notes=notes)
-    plots = write_plots(frame, out)
+                        declared_by=declared_by if declared.family is not None else "", notes=notes,
+                        validation_only=searched)
+    plots = write_plots(frame, out, validation_only=searched)
     files = [out / "table.md", out / "table.csv", out / "pairs.csv",
              *([out / "claims.csv"] if declared.claims else []), *plots, write_runs_csv(frame, out, uri)]
     best = write_best_config(frame, out, facts)
@@ -106,16 +109,16 @@ def parent_metrics(report: Report, best: dict[str, Any] | None = None,
 
     An ablation: ``study/<model>.<variant>.test_recall_at_20_mean`` and ``..._ndcg_at_20_mean`` per row of the
     table (mean over seeds). A search (``best``: the runner's best trial): ``study/best_valid_<objective>``, the
-    best trial's validation objective, and its test metrics ``study/best_trial.test_<metric>``.
+    best trial's validation objective (a search scores no test). Both: the study's cost (:mod:`.cost`),
+    ``study/cost.runs``, ``.epochs``, ``.cpu_hours``, ``.wall_hours``, ``.replayed``.
     """
     from ..tracking import study_metric_name
+    from .cost import study_cost
 
+    cost = {study_metric_name("cost", k): v for k, v in study_cost(report.frame).items() if k != "unrecorded"}
     if best is not None:
-        metrics = {study_metric_name(f"best_valid_{objective}"): best["valid"].get(objective, float("nan"))}
-        metrics.update({study_metric_name("best_trial", TEST + k): v for k, v in best["test"].items()
-                        if v is not None})
-        return metrics
-    metrics = {}
+        return {study_metric_name(f"best_valid_{objective}"): best["valid"].get(objective, float("nan")), **cost}
+    metrics = dict(cost)
     for _, row in report.summary.iterrows():
         for metric in PARENT_METRICS:
             if f"{metric}_mean" in row:

@@ -131,7 +131,8 @@ def write_html(out: Path, title: str, plots: list[Path], best_config: Path | Non
         runs = pd.read_csv(out / "runs.csv", dtype={"run_id": str})
         sections += ["<h2>Per-seed values</h2>", "<p>One row per run; <code>best_*</code> are the validation "
                      "metrics of the epoch chosen on validation Recall@20 (<code>best_epoch</code>), "
-                     "<code>test_*</code> the test metrics there. <code>runs.csv</code> has every metric and "
+                     "<code>test_*</code> the test metrics there (none in a search: its trials score no test). "
+                     "<code>runs.csv</code> has every metric, the runs' cost (<code>cost_*</code>) and every "
                      "param.</p>", _per_seed(runs), "<h2>Configs</h2>", _configs(runs)]
     if best_config is not None:
         sections += ["<h2>Best config</h2>", f"<pre>{html.escape(best_config.read_text())}</pre>"]

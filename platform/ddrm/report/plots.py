@@ -7,6 +7,9 @@
   key's value, with every *other* swept numeric key held at its most common value (one-at-a-time
   sensitivity), one line per model and setting of the remaining varying keys. Noise-AUC diagnostics are
   added as a panel when present.
+
+A search's plots (``validation_only``, or runs without test metrics) draw the validation metrics of the selected
+epoch (``best_recall_at_20``, ``best_ndcg_at_20``) instead: its trials score no test split.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import pandas as pd
 from ..stats import mean_std
 
 LINE_METRICS = ("test_recall_at_20", "test_ndcg_at_20")
-LABELS = {"test_recall_at_20": "test Recall@20", "test_ndcg_at_20": "test NDCG@20"}
+VALID_LINE_METRICS = ("best_recall_at_20", "best_ndcg_at_20")  # a search's: validation at the selected epoch
+LABELS = {"test_recall_at_20": "test Recall@20", "test_ndcg_at_20": "test NDCG@20",
+          "best_recall_at_20": "valid Recall@20 (selected epoch)", "best_ndcg_at_20": "valid NDCG@20 (selected epoch)"}
 
 
 def _as_float(value: object) -> float | None:
@@ -63,10 +68,10 @@ def _mode(series: pd.Series) -> str:
     return series.astype(str).value_counts().index[0]
 
 
-def _bars(frame: pd.DataFrame, path: Path) -> None:
+def _bars(frame: pd.DataFrame, path: Path, line_metrics: tuple[str, ...] = LINE_METRICS) -> None:
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in LINE_METRICS if m in frame.columns]
+    metrics = [m for m in line_metrics if m in frame.columns]
     variants = list(dict.fromkeys(frame["variant"]))
     models = list(dict.fromkeys(frame["model"]))
     width = 0.8 / len(models)
@@ -118,7 +123,8 @@ def _distinct_lines(series: list[tuple[str, pd.DataFrame]], metric: str) -> list
     return lines
 
 
-def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> bool:
+def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path,
+           line_metrics: tuple[str, ...] = LINE_METRICS) -> bool:
     """Draw ``path``; False (nothing written) when no run holds every other swept key at its most common value
     with a metric to plot (e.g. a search that varies many keys at once)."""
     import matplotlib.pyplot as plt
@@ -126,10 +132,10 @@ def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> bool
     subset = frame
     for other in [k for k in swept_numeric(frame) if k != key]:
         subset = subset[subset[other].astype(str) == _mode(frame[other])]
-    if subset.empty or not any(m in subset.columns and subset[m].notna().any() for m in LINE_METRICS):
+    if subset.empty or not any(m in subset.columns and subset[m].notna().any() for m in line_metrics):
         return False
     series_keys = ["model"] + [k for k in others if k != key and subset[k].astype(str).nunique() > 1]
-    metrics = [m for m in LINE_METRICS if m in subset.columns]
+    metrics = [m for m in line_metrics if m in subset.columns]
     metrics += [c for c in sorted(subset.columns) if c.startswith("diag_") and c.endswith("noise_auc")
                 and subset[c].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
@@ -153,19 +159,23 @@ def _lines(frame: pd.DataFrame, key: str, others: list[str], path: Path) -> bool
     return True
 
 
-def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Write ``bars.png`` and one ``vs_<key>.png`` per swept numeric key; return the paths."""
+def write_plots(frame: pd.DataFrame, out: Path, validation_only: bool = False) -> list[Path]:
+    """Write ``bars.png`` and one ``vs_<key>.png`` per swept numeric key; return the paths. ``validation_only``
+    (a search), or runs without test metrics: the plots are of validation metrics (:data:`VALID_LINE_METRICS`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    if any(m in frame.columns for m in LINE_METRICS):
-        _bars(frame, out / "bars.png")
+    line_metrics = LINE_METRICS
+    if validation_only or not any(m in frame.columns for m in LINE_METRICS):
+        line_metrics = VALID_LINE_METRICS
+    if any(m in frame.columns for m in line_metrics):
+        _bars(frame, out / "bars.png", line_metrics)
         written.append(out / "bars.png")
         others = varying_params(frame)
         for key in swept_numeric(frame):
             path = out / f"vs_{key.removeprefix('param.')}.png"
-            if _lines(frame, key, others, path):
+            if _lines(frame, key, others, path, line_metrics):
                 written.append(path)
     return written

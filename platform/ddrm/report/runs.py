@@ -2,13 +2,16 @@
 
 ``runs.csv`` columns: ``model, variant, seed, run_id, tracking_store, git_commit, code_fingerprint, reused_from,
 imported_from, cpu_model, cpu_capability, torch_version`` (the host a trained run ran on; empty for a replayed
-one), ``epoch`` (the last evaluated), every final metric (``test_*``, ``best_*``, ``diag_*``), the last logged
+one), ``epoch`` (the last evaluated), every final metric (``test_*`` — none for a search, whose trials score no
+test —, ``best_*``, ``diag_*``), the run's cost (``cost_wall_seconds``, ``cost_cpu_seconds``, ``cost_epochs``,
+``cost_backend_from_cache``; a replayed run's are its source's: ``reused_from`` says so), the last logged
 validation metrics (``valid_*``; for a trial ASHA stopped, the value it was judged on) and every param
 (``param.<dotted key>``) — everything a study needs to continue from the file alone (``--import-runs``).
 Paths are written relative to the working directory (the repository when run from its root), never absolute.
 
 ``best_config.yaml``: the config of the trial with the highest validation objective (``best_<metric>``, the
-validation metrics of the selected epoch) among trials that finished training, as a nested config that
+validation metrics of the selected epoch) among trials that finished training (validation only: test is not
+computed in a search; rerun the config, or put it in an ablation, for test), as a nested config that
 ``ddrm train --config`` accepts (``data.dir`` left out: pass ``--data-dir``; ``train.threads`` set to the
 study's threads per trial when the trial left it unset, so the rerun rounds floats the same way).
 """
@@ -24,7 +27,7 @@ import yaml
 
 from ..config import config_from_dict, parse_value
 from ..host import HOST_TAGS
-from ..metrics import BEST, TEST, is_record_column
+from ..metrics import BEST, is_record_column
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
               "reused_from", "imported_from", *HOST_TAGS)
@@ -103,11 +106,12 @@ def config_of(row: pd.Series) -> dict[str, Any]:
 
 
 def best_run(frame: pd.DataFrame, metric: str = "recall_at_20") -> pd.Series | None:
-    """The row with the highest ``best_<metric>`` among runs with test metrics (trained to the end)."""
-    objective, test = BEST + metric, TEST + metric
-    if objective not in frame.columns or test not in frame.columns:
+    """The row with the highest ``best_<metric>`` (validation at the selected epoch) among runs that trained to the
+    end (they logged ``best_*``; a trial a scheduler stopped did not). Test metrics play no part."""
+    objective = BEST + metric
+    if objective not in frame.columns:
         return None
-    done = frame[frame[test].notna() & frame[objective].notna()]
+    done = frame[frame[objective].notna()]
     if done.empty:
         return None
     return done.loc[done[objective].idxmax()]
@@ -130,7 +134,7 @@ def write_best_config(frame: pd.DataFrame, out: Path, facts: dict[str, Any],
     out.mkdir(parents=True, exist_ok=True)
     path = out / "best_config.yaml"
     header = (f"# best trial of the search by validation {metric}: run {row['run_id']} "
-              f"(valid {row[f'best_{metric}']:.4f}, test {row[f'test_{metric}']:.4f})\n"
+              f"(valid {row[f'best_{metric}']:.4f})\n"
               f"# rerun: ddrm train --config {path.as_posix()} --data-dir <datasets>\n")
     path.write_text(header + yaml.safe_dump(config, sort_keys=False))
     return path

@@ -18,14 +18,17 @@ import numpy as np
 import pandas as pd
 
 from ..host import HOST_TAGS
-from ..metrics import DIAG, REPORT_METRICS, TEST
+from ..metrics import BEST, DIAG, REPORT_METRICS, TEST
 from ..stats import format_mean_std, mean_std
 from ..tuning.comparisons import Claim, Family, split_row
+from .cost import cost_line
 from .significance import (CI_LEVEL, CONTRADICTED, MIN_SHARED_SEEDS, NOT_SHOWN, SUPPORTED, Comparisons, Paired,
                            Row, paired)
 
 TABLE_METRICS = tuple(TEST + m for m in REPORT_METRICS)  # test_recall_at_10, ...
+VALID_TABLE_METRICS = tuple(BEST + m for m in REPORT_METRICS)  # a search's table: validation at the chosen epoch
 SHORT = {TEST + m: m.replace("recall_at_", "R@").replace("ndcg_at_", "N@") for m in REPORT_METRICS}
+SHORT.update({BEST + m: "valid " + SHORT[TEST + m] for m in REPORT_METRICS})
 BASELINE_MARKS = ("†", "‡", "§", "¶", "‖", "⁑")  # the first, second, ... baseline's mark
 
 
@@ -265,27 +268,37 @@ def hosts_line(frame: pd.DataFrame) -> str | None:
 
 def write_tables(frame: pd.DataFrame, out: Path, reference: str | None = None, alpha: float = 0.01,
                  title: str = "", baselines: Sequence[str | Row] | str | None = None, family: Family | None = None,
-                 claims: Sequence[Claim] = (), declared_by: str = "", notes: Sequence[str] = ()) -> str:
-    """Write ``table.md`` (test metrics, the family's paired differences, diagnostics when present, the claims),
-    ``table.csv`` (:func:`summarize`), ``pairs.csv`` (every comparison made: the family's, the claims' and every
-    within-model pair of variants) and, with claims, ``claims.csv``; return the Markdown.
+                 claims: Sequence[Claim] = (), declared_by: str = "", notes: Sequence[str] = (),
+                 validation_only: bool = False) -> str:
+    """Write ``table.md`` (test metrics, the family's paired differences, diagnostics when present, the claims; the
+    study's cost line above the table), ``table.csv`` (:func:`summarize`), ``pairs.csv`` (every comparison made: the
+    family's, the claims' and every within-model pair of variants) and, with claims, ``claims.csv``; return the
+    Markdown.
 
     ``family`` None: the report default (reference and baselines on the table's test metrics); ``declared_by``
-    says where the family came from (printed in ``table.md``); ``notes``: lines added under the footnotes."""
+    says where the family came from (printed in ``table.md``); ``notes``: lines added under the footnotes.
+    ``validation_only`` (a search), or runs without test metrics: the table is of the validation metrics of each
+    run's selected epoch (``best_*``) — a search's trials score no test split."""
     out.mkdir(parents=True, exist_ok=True)
-    metrics = [m for m in TABLE_METRICS if m in frame.columns]
+    metrics = [] if validation_only else [m for m in TABLE_METRICS if m in frame.columns]
+    split = "Test metrics"
+    if not metrics:  # a search: its trials are compared on validation and score no test split
+        metrics = [m for m in VALID_TABLE_METRICS if m in frame.columns]
+        split = ("Validation metrics at each run's selected epoch (`best_*`; a search computes no test metric: "
+                 "rerun its best_config.yaml for test)")
     diagnostics = diagnostic_metrics(frame)
     baselines = as_rows(baselines)
     comparisons = Comparisons(frame, metrics + diagnostics, reference, baselines, family, claims)
     baselines = comparisons.baselines
     summary = summarize(frame, reference, metrics + diagnostics, baselines, comparisons)
     differences = differences_markdown(comparisons, reference, baselines)
-    parts = [f"# {title}\n" if title else "", "Test metrics, mean ± std over seeds (sample std; a value without "
+    parts = [f"# {title}\n" if title else "", f"{split}, mean ± std over seeds (sample std; a value without "
              "± comes from one seed).",
              *_family_lines(comparisons, reference, baselines, alpha, declared_by),
              "`(k replayed)`: k of the seeds were replayed by `--reuse-from` from an identical earlier run "
              "(same config and code fingerprint; runs.csv names the source).",
-             *([line] if (line := hosts_line(frame)) else []), *notes, "",
+             *([line] if (line := hosts_line(frame)) else []),
+             *([line] if (line := cost_line(frame)) else []), *notes, "",
              markdown(summary, metrics, reference, alpha, baselines)]
     if differences:
         parts += ["", f"Paired differences in the family (row − vs, mean over the shared seeds, "

@@ -1,8 +1,8 @@
 """Continue a study from its committed ``runs.csv`` when its tracking store is gone (``--import-runs``).
 
 Only what is committed lasts between sessions, and a tracking store (a database) stays out of git; a study's
-``runs.csv`` (:mod:`ddrm.report.runs`) holds, per finished trial, its params, final metrics, last validation
-metrics, epoch and provenance. :func:`import_runs` logs each row not yet in the store as a FINISHED trial run
+``runs.csv`` (:mod:`ddrm.report.runs`) holds, per finished trial, its params, final metrics (its cost
+included), last validation metrics, epoch and provenance. :func:`import_runs` logs each row not yet in the store as a FINISHED trial run
 under the study's parent run (tag ``imported_from = <original store>#<run id>``), so the usual resume from the
 store (:mod:`.warmstart`) then tells a search's sampler those trials, or replays an ablation's, and trains only
 the rest. A row already present (same run id, or imported before) is skipped, so importing into the store

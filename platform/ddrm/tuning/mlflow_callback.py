@@ -1,4 +1,6 @@
-"""A Tune ``Callback`` that logs every trial as a nested MLflow child run (see :mod:`ddrm.tracking`)."""
+"""A Tune ``Callback`` that logs every trial as a nested MLflow child run (see :mod:`ddrm.tracking`): per evaluation
+``valid_*``, ``loss``, ``epoch`` and the cost so far (``cost_*``, step = epoch), then the final ``best_*``, ``test_*``
+(ablations only: a search's trials score no test), ``diag_*`` and ``cost_*``."""
 
 from __future__ import annotations
 
@@ -91,8 +93,9 @@ class MLflowTrialCallback(Callback):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        # the trainable's final report carries test metrics; Tune also sets ``done`` on the evaluation at which a
-        # scheduler (ASHA) stops a trial, and that one is an epoch like any other
+        # the trainable's final report carries best_epoch (and test metrics unless the trial is a search's); Tune
+        # also sets ``done`` on the evaluation at which a scheduler (ASHA) stops a trial, and that one is an epoch
+        # like any other (its cost_* so far are the trial's cost)
         final = bool(result.get("done")) and is_final(result)
         if final:
             metrics = final_metrics(result)

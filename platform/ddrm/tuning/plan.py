@@ -60,7 +60,9 @@ class StudyPlan:
     as YAML text; ``threads``: the planned torch threads per trial (a trial uses the CPUs Ray assigns it);
     ``reuse``: ``{trial_key: replay record}`` of trials replayed instead of trained (:mod:`.reuse`);
     ``resumed_runs``: ``{trial_key: run id}`` of trials that finished before a resume from the tracking store
-    (their runs are not logged to again).
+    (their runs are not logged to again); ``evaluate_test``: whether the trials score the test split — true for
+    an ablation (its table is of test metrics), false for a search, whose trials choose on validation and never
+    compute test (``train.run(evaluate_test=...)``).
     """
 
     base: dict[str, Any]
@@ -71,6 +73,7 @@ class StudyPlan:
     encoded: tuple[str, ...] = ()
     reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumed_runs: dict[str, str] = field(default_factory=dict)
+    evaluate_test: bool = True
 
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's ``param_space`` values with list-valued choices decoded (``variant`` left out)."""

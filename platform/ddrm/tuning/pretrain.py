@@ -15,7 +15,7 @@ from .plan import StudyContext
 
 
 def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | None = None,
-                      min_uses: int = 1) -> int:
+                      min_uses: int = 1, evaluate_test: bool = True) -> int:
     """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new.
 
     Skipped: standalone models (they train no backend), reference checkpoints, backends already cached, and
@@ -23,6 +23,8 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     is trained inside that trial, in parallel with the others, and reports its own per-epoch curve).
     ``threads``: torch threads per training (a trial's CPU share). With Ray up and several backends to
     train, each is a Ray task holding ``threads`` CPUs, so they run side by side on the study's CPUs.
+    ``evaluate_test``: false for a search (its backends are not scored on test either; a later run that needs
+    test scores the cached backend then, :func:`ddrm.train.fit_backend`).
     """
     from .. import cache
     from .. import train as training
@@ -54,14 +56,15 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
         import ray
 
         task = ray.remote(num_cpus=max(1, threads or 1), max_retries=0)(_pretrain_one)
-        pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads): c for c in todo}
+        pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads, None, evaluate_test): c
+                   for c in todo}
         while pending:  # report each backend as it finishes, not all at the end
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             finished(pending.pop(ready), *ray.get(ready))
     else:
         for config in todo:
             finished(config, *_pretrain_one(config, str(ctx.data_dir), str(ctx.cache_dir), threads,
-                                            datasets[config.data]))
+                                            datasets[config.data], evaluate_test))
     return trained
 
 
@@ -72,7 +75,7 @@ def _ray_up() -> bool:
 
 
 def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | None,
-                  data: Any = None) -> tuple[str, bool]:
+                  data: Any = None, evaluate_test: bool = True) -> tuple[str, bool]:
     """Train one backend into the cache (a Ray task or in the driver); ``(message, trained)``."""
     import torch
 
@@ -86,7 +89,7 @@ def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | 
         data = data if data is not None else training.load_dataset(config, data_dir)
         shown = evaluation_printer(f"pretraining-{config.model.name}-seed{config.seed}")  # a line per evaluation
         _, result = training.fit_backend(config, data, torch.device("cpu"), callback=shown, progress=False,
-                                         cache_dir=cache_dir)
+                                         cache_dir=cache_dir, evaluate_test=evaluate_test)
     except training.TrainingDiverged as exc:  # the trials that need it will fail on their own
         return str(exc), False
     finally:

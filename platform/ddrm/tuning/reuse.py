@@ -8,8 +8,11 @@ test metrics, diagnostics) through ``tune.report``, so the new study's child run
 ``ddrm report`` treat it like any other trial; the child run is tagged ``reused_from = <uri>#<run_id>``.
 Any difference in any key (a seed, a code default logged as a param) means no match, and so does a different
 ``code_fingerprint`` tag (:mod:`ddrm.codeversion`: the source of the trial's stages changed, or the run predates
-fingerprints). :func:`explain_misses` says, for each trial that found no match, what differed in the closest
-run. The CPU share Ray gives a trial is a resource, not a config key, so it is not compared (it changes results
+fingerprints). A run without test metrics (a search's trial: it chose on validation and scored no test) is
+never replayed into a study that needs them (:func:`find_reusable` ``with_test``). A replayed run carries its
+source's ``cost_*`` metrics (what the result cost where it was trained), and its ``reused_from`` tag marks it:
+reports count no replayed run's cost. :func:`explain_misses` says, for each trial that found no match, what
+differed in the closest run. The CPU share Ray gives a trial is a resource, not a config key, so it is not compared (it changes results
 only by float rounding).
 """
 
@@ -21,7 +24,7 @@ from ..codeversion import code_fingerprint
 from ..config import Config
 from ..errors import ConfigError
 from ..legacy import upgrade_params
-from ..metrics import FINAL_PREFIXES, VALID, epoch_from_logged, final_from_logged
+from ..metrics import FINAL_PREFIXES, TEST, VALID, epoch_from_logged, final_from_logged
 from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
 from .plan import trial_key  # noqa: F401 - re-exported: trials are keyed as the plan keys them
 
@@ -44,15 +47,22 @@ def check_source(uri: str) -> str:
     return resolved
 
 
-def finished_trial_runs(uri: str) -> dict[frozenset, Any]:
+def has_test(run) -> bool:
+    """Whether ``run`` logged test metrics (a search's trials do not)."""
+    return any(k.startswith(TEST) for k in run.data.metrics)
+
+
+def finished_trial_runs(uri: str, with_test: bool = False) -> dict[frozenset, Any]:
     """``{frozenset(params.items()): run}`` over every FINISHED trial run of every experiment in ``uri``
-    (the most recent run where several share a config)."""
+    (the most recent run where several share a config); ``with_test``: only runs with test metrics."""
     client = _client(uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     found: dict[frozenset, Any] = {}
     runs = search_all_runs(client, experiment_ids,
                            "tags.role = 'trial' and attributes.status = 'FINISHED'") if experiment_ids else []
     for run in runs:
+        if with_test and not has_test(run):
+            continue
         key = frozenset(upgrade_params(run.data.params).items())  # old-shape runs: ddrm.legacy
         if key not in found or run.info.start_time > found[key].info.start_time:
             found[key] = run
@@ -61,8 +71,8 @@ def finished_trial_runs(uri: str) -> dict[frozenset, Any]:
 
 def replay_record(uri: str, run) -> dict[str, Any]:
     """What the trainable reports for a reused run: ``history`` (one dict per logged epoch: ``epoch``,
-    ``loss``, validation metrics without the ``valid_`` prefix) and ``final`` (best/test/diagnostic metrics,
-    the validation metrics of the selected epoch, ``done``)."""
+    ``loss``, validation metrics without the ``valid_`` prefix) and ``final`` (best/test/diagnostic/cost metrics,
+    the validation metrics of the selected epoch, ``done``; no test for a search's trial)."""
     client = _client(uri)
     per_step: dict[int, dict[str, float]] = {}
     for key in run.data.metrics:
@@ -80,13 +90,15 @@ def same_code(run, config: Config) -> bool:
     return run.data.tags.get(FINGERPRINT_TAG) == code_fingerprint(config)
 
 
-def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str]) -> dict[str, dict[str, Any]]:
+def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str],
+                  with_test: bool = True) -> dict[str, dict[str, Any]]:
     """``{trial_key(variant, seed): replay record}`` for each trial whose flat config matches a FINISHED trial
-    run in one of ``uris`` (searched in order) that was produced by the same code."""
+    run in one of ``uris`` (searched in order) that was produced by the same code; ``with_test`` (an ablation's
+    trials): only runs that scored test, never a search's trial."""
     wanted = {trial_key(v, s): (frozenset(flat_params(c).items()), c) for v, s, c in trials}
     reuse: dict[str, dict[str, Any]] = {}
     for uri in uris:
-        runs = finished_trial_runs(uri)
+        runs = finished_trial_runs(uri, with_test)
         for key, (params, config) in wanted.items():
             if key not in reuse and params in runs and same_code(runs[params], config):
                 reuse[key] = replay_record(uri, runs[params])
@@ -94,9 +106,9 @@ def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str]) -> dic
 
 
 def explain_misses(trials: list[tuple[str, int, Config]], uris: list[str],
-                   reuse: dict[str, Any]) -> dict[str, str]:
+                   reuse: dict[str, Any], with_test: bool = True) -> dict[str, str]:
     """``{trial_key: why}`` for each trial not in ``reuse``: the closest FINISHED run (fewest differing params)
-    and what differs — config keys with both values, or the code fingerprint."""
+    and what differs — config keys with both values, the code fingerprint, or (``with_test``) no test metrics."""
     runs = [(uri, run) for uri in uris for run in finished_trial_runs(uri).values()]
     reasons: dict[str, str] = {}
     for variant, seed, config in trials:
@@ -119,6 +131,8 @@ def explain_misses(trials: list[tuple[str, int, Config]], uris: list[str],
             shown = ", ".join(f"{k} ({params.get(k, 'absent')} here vs {closest.data.params.get(k, 'absent')})"
                               for k in diff[:4])
             reasons[key] = f"{where} differs in {len(diff)} config key(s): {shown}" + (", ..." if len(diff) > 4 else "")
+        elif with_test and not has_test(closest) and same_code(closest, config):
+            reasons[key] = f"{where} has the same config and code but no test metrics (a search's trial)"
         else:
             theirs = closest.data.tags.get(FINGERPRINT_TAG) or "none (run predates code fingerprints)"
             reasons[key] = (f"{where} has the same config but other code: code_fingerprint {theirs} vs "

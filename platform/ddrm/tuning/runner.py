@@ -82,16 +82,17 @@ def _threads(resources: Resources) -> int:
 
 def _previous_row(trial) -> dict[str, Any]:
     """A trial finished before a resume from the tracking store, as a row of :func:`_rows`: ``done`` when it
-    trained to the end (its test metrics are logged; the selection metrics are the logged validation values of
-    its chosen epoch), else a trial a scheduler stopped early (it counts as a trial and for its epochs)."""
+    trained to the end (its final metrics are logged: ``best_epoch``; the selection metrics are the logged
+    validation values of its chosen epoch), else a trial a scheduler stopped early (it counts as a trial and for
+    its epochs)."""
     metrics = strip_prefix(BEST, trial.metrics, keep=[k for k in trial.metrics if k.startswith((TEST, "epoch"))])
-    done = any(k.startswith(TEST) for k in trial.metrics)
+    done = is_final(trial.metrics)
     return {"config": dict(trial.point), "metrics": {**metrics, "done": done}, "error": None, "done": done}
 
 
 def _rows(results) -> list[dict[str, Any]]:
     """One row per Tune result: its ``config`` (param_space values), ``metrics``, ``error`` and ``done`` (trained
-    to the end: its final report with test metrics arrived)."""
+    to the end: its final report arrived)."""
     rows = []
     for result in results:
         config = dict(result.config or {})
@@ -164,16 +165,18 @@ def _stored_rows(spec: SearchSpec, ctx: StudyContext, parent: str, rows: list[di
 
 
 def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> StudyPlan:
-    """The plan of a search: its base config and which searched keys carry list-valued choices."""
+    """The plan of a search: its base config, which searched keys carry list-valued choices, and no test: its
+    trials are compared on validation and never score the test split."""
     encoded = tuple(k for k, d in spec.space.items()
                     if d["type"] == "choice" and any(isinstance(v, (list, dict)) for v in d["values"]))
     return StudyPlan(base=spec.base, data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir),
-                     threads=_threads(resources), encoded=encoded)
+                     threads=_threads(resources), encoded=encoded, evaluate_test=False)  # chosen on validation
 
 
 def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
                data_dir: str | None = None, resume: bool = False, import_runs: str | None = None) -> dict[str, Any]:
-    """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial.
+    """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial
+    by validation (``best``: its params and validation metrics; the trials score no test split).
 
     ``import_runs`` (with ``resume``): a committed ``runs.csv`` of this search whose rows missing from the store
     are logged into it first (:mod:`.importer`), so a search whose store was lost continues from the file."""
@@ -191,7 +194,8 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     plan = search_plan(spec, ctx, resources)
     base_config = plan.base_config()
     if not any(k.startswith(("model.", "denoise.")) for k in spec.space) and base_config.ddrm.enabled:
-        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx, threads=plan.threads)
+        pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx, threads=plan.threads,
+                          evaluate_test=plan.evaluate_test)
     key = _study_key("tune", spec.name, {"base": base_config.to_flat_dict(), "space": spec.space, "mode": spec.mode},
                      ctx.storage)  # the validated base: the same study whichever key names its YAML used
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
@@ -243,13 +247,12 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     summary = {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent,
                "trials": len(rows), "finished": len(finished), "errored": sum(1 for r in rows if r["error"]),
                "epochs_spent": int(sum(r["metrics"].get("epoch", 0) for r in rows)), "best": None}
-    if best is not None:
+    if best is not None:  # validation only: a search's trials score no test (rerun the best config for that)
         summary["best"] = {"params": plan.decode(best["config"]),
-                           "valid": {k: best["metrics"][k] for k in REPORT_METRICS},
-                           "test": {k: best["metrics"].get(TEST + k) for k in REPORT_METRICS}}
+                           "valid": {k: best["metrics"][k] for k in REPORT_METRICS}}
     tracking.log_table(ctx.tracking_uri, parent, json.dumps(summary, indent=2, default=str), "summary.json")
-    if best is not None:  # the report of the search, the best trial's objective and test metrics on the parent
-        result = {"valid": {spec.metric: best["metrics"].get(spec.metric)}, "test": summary["best"]["test"]}
+    if best is not None:  # the report of the search, the best trial's objective on the parent
+        result = {"valid": {spec.metric: best["metrics"].get(spec.metric)}}
         summary["report"] = _publish(ctx, spec.name, parent, "tune", result, list(spec.space), spec.metric)
     tracking.finish_run(ctx.tracking_uri, parent, "FINISHED" if finished else "FAILED")
     return summary
@@ -299,7 +302,8 @@ def ablation_plan(spec: AblationSpec, ctx: StudyContext, resources: Resources) -
 
     return StudyPlan(base=spec.base, data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir),
                      threads=_threads(resources),
-                     trials={trial_key(v, s): c for (v, s), c in spec.configs().items()})
+                     trials={trial_key(v, s): c for (v, s), c in spec.configs().items()},
+                     evaluate_test=True)  # an ablation's table is of test metrics
 
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
@@ -327,10 +331,10 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
         from .reuse import check_source, explain_misses, find_reusable
 
         sources = [check_source(uri) for uri in reuse_from]
-        reuse = find_reusable(trials, sources)
+        reuse = find_reusable(trials, sources, with_test=plan.evaluate_test)
         print(f"reusing {len(reuse)} of {len(trials)} trials (identical config, FINISHED) from "
               f"{', '.join(reuse_from)}" + "".join(f"\n  {k} <- {r['source']}" for k, r in reuse.items()), flush=True)
-        misses = explain_misses(trials, sources, reuse)
+        misses = explain_misses(trials, sources, reuse, with_test=plan.evaluate_test)
         if misses:
             print("\n".join(f"  {k} not reused: {why}" for k, why in misses.items()), flush=True)
     key = _study_key("ablate", spec.name, {"trials": {f"{v}|{s}": c.to_flat_dict() for v, s, c in trials},
@@ -356,7 +360,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
               f"and are replayed, not trained", flush=True)
     plan = plan.with_changes(reuse=reuse, resumed_runs=resumed_runs)
     pretrain_backends([c for v, s, c in trials if trial_key(v, s) not in reuse],  # replayed trials need none
-                      ctx, threads=plan.threads, min_uses=2)
+                      ctx, threads=plan.threads, min_uses=2, evaluate_test=plan.evaluate_test)
     param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)

@@ -2,7 +2,7 @@
 
 Only what is committed lasts between sessions: the MLflow store of a search holds, for every trial run under
 the study's parent run, the sampled values (params) and what Tune saw (per-epoch validation metrics, and the
-final best/test metrics of trials that trained to the end). :func:`previous_trials` turns the FINISHED ones
+final best metrics of trials that trained to the end; a search's trials score no test). :func:`previous_trials` turns the FINISHED ones
 into Optuna's ``points_to_evaluate`` + ``evaluated_rewards``, so the resumed search is told their results
 without training them again, and runs only the remaining ``num_samples``; a grid search runs only its points
 no finished trial holds (:func:`remaining_grid_points`). Trials that were still RUNNING when
