@@ -6,12 +6,14 @@ sampling of batches, the per-epoch setup of the model (``start_epoch``: SGL's pe
 pass, a test pass, and the run's setup (data, model, graph). Optionally (``--overhead``) a real Ray Tune + MLflow
 study of closed-form trials on generated data gives the per-trial overhead of Ray and MLflow. Each stage's
 cost is then its trials x ASHA-expected epochs (``ddrm.campaign.estimate``) of each kind, plus one test pass and
-one setup per trial (the test pass only where search trials compute test: ``--test-in-search``), plus the
-backend pretraining a DDRM stage shares; each table row its seeds x epoch cap. Idle time waiting for a
-concurrency slot is not modelled here: the campaign's cost records measure it. Example (docs/PERFORMANCE.md):
+one setup per trial, plus the backend pretraining a DDRM stage shares; each table row its seeds x epoch cap. The
+JSON holds the profile under both protocols from the same measurements: ``test_in_search`` (every search trial
+scored test, as before the campaigns issue) and ``validation_only`` (searches score no test). Idle time waiting
+for a concurrency slot is not modelled here: the campaign's cost records measure it. Example
+(docs/PERFORMANCE.md):
 
     python bench/campaign_cost.py campaigns/tuned.yaml --dataset ml-1m_noisy --data-dir ../shared/datasets \\
-        --test-in-search --overhead --json docs/results/benchmarks/campaign_cost_ml1m_before.json
+        --overhead --json docs/results/benchmarks/campaign_cost_ml1m.json
 """
 
 from __future__ import annotations
@@ -212,7 +214,6 @@ def main() -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", help="campaign folder whose chosen configs stand in (default: the spec's)")
-    parser.add_argument("--test-in-search", action="store_true", help="search trials compute test (the old protocol)")
     parser.add_argument("--overhead", action="store_true", help="measure Ray + MLflow per-trial overhead")
     parser.add_argument("--json", help="write the profile here")
     args = parser.parse_args()
@@ -237,14 +238,16 @@ def main() -> int:
             print(f"profiling one epoch of {key} ...", flush=True)
             profiles[key] = profile_epoch(config, args.data_dir)
     overhead = ray_mlflow_overhead() if args.overhead else (0.0, 0.0)
-    costs = stage_costs(plan, configs, profiles, overhead, args.test_in_search, len(spec.table_seeds))
-    by_kind = {k: sum(c.get(k, 0.0) for c in costs.values()) / 3600 for k in KINDS}
+    protocols = {}
+    for name, test_in_search in (("test_in_search", True), ("validation_only", False)):
+        costs = stage_costs(plan, configs, profiles, overhead, test_in_search, len(spec.table_seeds))
+        by_kind = {k: sum(c.get(k, 0.0) for c in costs.values()) / 3600 for k in KINDS}
+        protocols[name] = {"stages_cpu_hours": {s: {k: v / 3600 for k, v in c.items()} for s, c in costs.items()},
+                           "cpu_hours_by_kind": by_kind, "cpu_hours_total": sum(by_kind.values())}
     result = {"command": " ".join(["python", "bench/campaign_cost.py", *sys.argv[1:]]), "host": host_tags(),
               "threads": 1, "dtype": "float32", "dataset": args.dataset, "campaign": spec.name,
-              "test_in_search": args.test_in_search, "ray_mlflow_cpu_seconds": {"per_study": overhead[0], "per_trial": overhead[1]},
-              "profiles_seconds": profiles,
-              "stages_cpu_hours": {s: {k: v / 3600 for k, v in c.items()} for s, c in costs.items()},
-              "cpu_hours_by_kind": by_kind, "cpu_hours_total": sum(by_kind.values())}
+              "budget": spec.budget, "ray_mlflow_cpu_seconds": {"per_study": overhead[0], "per_trial": overhead[1]},
+              "profiles_seconds": profiles, "protocols": protocols}
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -59,8 +59,12 @@ def search_epochs(search: SearchSpec, config: Config) -> tuple[int, int, float]:
 
 
 def probe_key(config: Config) -> str:
-    """What a probe measures: the model, its plug-in, DDRM on or off (their epoch costs differ)."""
-    return f"{config.model.name}+{config.denoise.name}+{'ddrm' if config.ddrm.enabled else 'alone'}"
+    """What a probe measures: the model, its plug-in, and DDRM trained, DDRM with nothing to train (the mean of
+    liked items) or none (their epoch costs differ)."""
+    wrapper = "alone"
+    if config.ddrm.enabled:
+        wrapper = "ddrm" if final_epochs_cap(config) else "mean"
+    return f"{config.model.name}+{config.denoise.name}+{wrapper}"
 
 
 def probe_epoch(config: Config, data_dir: str | None, threads: int = 1) -> dict[str, float]:

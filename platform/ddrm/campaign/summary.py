@@ -23,6 +23,8 @@ def stage_budget(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"trials": 0, "trial_epochs": 0, "cpu_hours": None}
     runs = pd.read_csv(path)
+    if "reused_from" in runs:  # a replay of another store's run cost nothing here
+        runs = runs[runs["reused_from"].isna() | (runs["reused_from"].astype(str) == "")]
     epochs = runs["cost_epochs"] if "cost_epochs" in runs else runs.get("epoch", pd.Series(dtype=float))
     cpu = runs["cost_cpu_seconds"].sum() / 3600 if "cost_cpu_seconds" in runs else None
     return {"trials": len(runs), "trial_epochs": int(epochs.fillna(0).sum()), "cpu_hours": cpu}
