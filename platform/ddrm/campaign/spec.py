@@ -28,7 +28,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
@@ -131,15 +130,10 @@ def stage_order(spec: CampaignSpec) -> list[list[str]]:
 
 def load_campaign(path: str | Path) -> CampaignSpec:
     """Read and validate a campaign YAML; every error is one :class:`ConfigError` line naming the file and key."""
+    from ..tuning.spec import read_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"campaign file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml(path)
     try:
         spec = CampaignSpec.model_validate({**raw, "source": str(path)})
     except ValidationError as exc:
