@@ -77,25 +77,12 @@ def runs() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def generate(seed: int = DATA_SEED):
-    """Disjoint train/valid/test pairs with a planted cluster structure (tests/conftest.py's make_interactions)."""
-    import numpy as np
+    """Disjoint train/valid/test pairs with a planted cluster structure: the tests' generator
+    (tests/conftest.py ``make_interactions``) at this script's size, so every side reads the same arrays."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import make_interactions
 
-    rng = np.random.default_rng(seed)
-    clusters = rng.integers(0, 4, size=N_USERS)
-    item_cluster = np.arange(N_ITEMS) % 4
-    train, valid, test = [], [], []
-    for u in range(N_USERS):
-        liked = np.flatnonzero(item_cluster == clusters[u])
-        others = np.flatnonzero(item_cluster != clusters[u])
-        k_in = min(len(liked), int(PER_USER * 0.8))
-        items = np.concatenate([rng.choice(liked, k_in, replace=False),
-                                rng.choice(others, PER_USER - k_in, replace=False)])
-        rng.shuffle(items)
-        n_train, n_valid = int(len(items) * 0.6), int(len(items) * 0.2)
-        train += [(u, i) for i in items[:n_train]]
-        valid += [(u, i) for i in items[n_train:n_train + n_valid]]
-        test += [(u, i) for i in items[n_train + n_valid:]]
-    return tuple(np.asarray(rows, dtype=np.int64).reshape(-1, 2) for rows in (train, valid, test))
+    return make_interactions(N_USERS, N_ITEMS, PER_USER, seed)
 
 
 def _git(root: Path, *args: str) -> str:
