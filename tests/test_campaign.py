@@ -13,6 +13,7 @@ from conftest import local_ray, make_interactions
 
 from ddrm.cli import main
 from ddrm.data import write_prepared
+from ddrm.tuning.snapshot import RunsSnapshot
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +67,18 @@ def campaign_run(tmp_path_factory):
     write_prepared(tmp / "data" / "tiny", *make_interactions())
     spec = _write_campaign(tmp / "spec")
     out = tmp / "out"
+    snapshots = tmp / "snapshots"  # a copy of every runs.csv snapshot, in the order written
+    write = RunsSnapshot.write
+
+    def keep_a_copy(self):
+        path = write(self)
+        snapshots.mkdir(exist_ok=True)
+        shutil.copy(path, snapshots / f"{self.folder.name}-{len(list(snapshots.glob(self.folder.name + '-*')))}.csv")
+        return path
+
     with local_ray(tmp / "cache"), pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp)  # MLflow's artifacts folder is relative to the working directory
+        patch.setattr(RunsSnapshot, "write", keep_a_copy)
         args = ["campaign", "run", str(spec), "--dataset", "tiny", "--data-dir", str(tmp / "data"), "--out",
                 str(out), "--storage", str(tmp / "ray"), "--no-probe"]
         assert main(args) == 0
@@ -109,6 +120,25 @@ def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_no
     assert main(["campaign", "summary", str(spec), "--dataset", "tiny", "--out", str(moved)]) == 0
     across = capsys.readouterr().out
     assert "| row | tiny R@20 | tiny N@20 |" in across and "| mf/alone |" in across
+
+
+def test_each_finished_trial_updates_the_folder_so_a_stopped_search_resumes_without_retraining_it(campaign_run, capsys):
+    spec, data, out, tmp = campaign_run
+    first, second = (pd.read_csv(tmp / "snapshots" / f"mf-{n}.csv") for n in (0, 1))
+    assert len(first) == 1 and len(second) == 2  # written after each trial, not only when the search ends
+    assert len(pd.read_csv(tmp / "snapshots" / "main-5.csv")) == 6  # the table's too
+    stopped = tmp / "stopped"  # committed after the search's first trial; the machine (store, Tune folder) is gone
+    (stopped / "stages" / "mf").mkdir(parents=True)
+    shutil.copy(tmp / "snapshots" / "mf-0.csv", stopped / "stages" / "mf" / "runs.csv")
+    capsys.readouterr()
+    assert main(["campaign", "run", str(spec), "--dataset", "tiny", "--data-dir", str(data), "--out", str(stopped),
+                 "--storage", str(tmp / "ray3"), "--no-probe"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 finished trial(s) of small-tiny-mf are told to the searcher without training; 1 left" in printed
+    resumed = pd.read_csv(stopped / "stages" / "mf" / "runs.csv")
+    assert len(resumed) == 2
+    kept = resumed[resumed["param.model.lr"] == first["param.model.lr"].iloc[0]]
+    assert kept["valid_recall_at_20"].tolist() == first["valid_recall_at_20"].tolist()  # replayed, not retrained
 
 
 def test_plan_prints_the_stage_graph_and_an_estimate(tmp_path, capsys):

@@ -2,7 +2,7 @@
 ``docs/results/...`` path the repository mentions exists.
 
 Layout (the index explains it): study report folders directly under docs/results (they stay put: their
-runs.csv names the tracking store by its relative path), ``benchmarks/`` (bench script JSONs) and ``runs/``
+runs.csv names the tracking store by its relative path), ``benchmarks/`` (bench script JSONs), ``campaigns/`` (one folder per campaign and dataset) and ``runs/``
 (seed tables, single runs, logs). Nothing else may sit directly in docs/results.
 
 What counts as *named* by the index: a relative link target in it (``[x](benchmarks/x.json)``, resolved from
@@ -32,7 +32,7 @@ import pytest
 from conftest import REPO_ROOT
 
 RESULTS_REL = "docs/results"
-GROUPS = ("benchmarks", "runs")  # the group folders; everything else directly in docs/results is a report folder
+GROUPS = ("benchmarks", "runs", "campaigns")  # the group folders; everything else directly in docs/results is a report folder
 INDEX_NAME = "README.md"
 
 # docs/results followed by path components; a component may hold {a,b} alternatives (commas only inside braces)

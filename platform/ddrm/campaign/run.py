@@ -151,7 +151,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
             search = search_spec(spec, stage, dataset, chosen)
             imported = _runs_csv(folder)
             summary = run_search(search, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
-                                 resume=True, import_runs=imported)
+                                 resume=True, import_runs=imported, snapshot_to=folder)
             chosen[stage] = best_config(search, summary)
             _copy_report(summary.get("report"), folder)
             _write_chosen(folder, chosen[stage], f"stage {stage}: the best of {summary['finished']} finished trials "
@@ -167,7 +167,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
         ablation = table_spec(spec, table, dataset, chosen)
         imported = _runs_csv(folder)
         summary = run_ablation(ablation, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, resume=True,
-                               import_runs=imported)
+                               import_runs=imported, snapshot_to=folder)
         _copy_report(summary.get("report"), folder)
         record["tables"][table] = {"trials": summary["trials"], "finished": summary["finished"],
                                    "errored": summary["errored"], "imported_from": _relative(imported),

@@ -36,7 +36,7 @@ def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> 
 
 
 def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: StudyContext, resources: Resources,
-           max_failures: int, callback, tune_config, resume: bool, searched: list[str] | None = None):
+           max_failures: int, callbacks: list, tune_config, resume: bool, searched: list[str] | None = None):
     """The study's Tuner (restored from ``ctx.storage`` on ``resume``); the trainable gets ``plan`` through
     ``tune.with_parameters``. Its console table (:mod:`.progress`): variant and seed (an ablation) or the
     ``searched`` keys, then epoch and the validation objective."""
@@ -58,10 +58,17 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     if resume:
         print(f"nothing to resume at {path}; starting a new study", flush=True)
     run_config = tune.RunConfig(
-        name=spec_name, storage_path=str(ctx.storage), callbacks=[callback],
+        name=spec_name, storage_path=str(ctx.storage), callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1, progress_reporter=reporter)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _callbacks(callback, ctx: StudyContext, parent: str, snapshot_to: str | Path | None) -> list:
+    """The study's Tune callbacks: its MLflow logger, then (``snapshot_to``) the ``runs.csv`` snapshot of the store."""
+    from .snapshot import RunsSnapshot
+
+    return [callback] + ([RunsSnapshot(ctx.tracking_uri, parent, snapshot_to)] if snapshot_to else [])
 
 
 def _import(ctx: StudyContext, parent: str, runs_csv: str | None, plan_trials: set[str] | None = None) -> None:
@@ -174,12 +181,14 @@ def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> St
 
 
 def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
-               data_dir: str | None = None, resume: bool = False, import_runs: str | None = None) -> dict[str, Any]:
+               data_dir: str | None = None, resume: bool = False, import_runs: str | None = None,
+               snapshot_to: str | Path | None = None) -> dict[str, Any]:
     """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial
     by validation (``best``: its params and validation metrics; the trials score no test split).
 
     ``import_runs`` (with ``resume``): a committed ``runs.csv`` of this search whose rows missing from the store
-    are logged into it first (:mod:`.importer`), so a search whose store was lost continues from the file."""
+    are logged into it first (:mod:`.importer`), so a search whose store was lost continues from the file.
+    ``snapshot_to``: a folder whose ``runs.csv`` is rewritten after each finished trial (:mod:`.snapshot`)."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -222,7 +231,9 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
             print(f"resuming from the tracking store: {len(previous)} finished trial(s) of {spec.name} are told to "
                   f"the searcher without training; {num_samples} left to run", flush=True)
         searcher = OptunaSearch(space=space, metric=spec.metric, mode="max",
-                                sampler=optuna.samplers.TPESampler(seed=spec.seeds[0]),
+                                # resumed: reseeded by how many trials it was told, else its first random
+                                # draws would repeat the told trials' configs (seeded the same as before)
+                                sampler=optuna.samplers.TPESampler(seed=spec.seeds[0] + len(previous)),
                                 points_to_evaluate=[p.point for p in previous] or None,
                                 evaluated_rewards=[p.reward for p in previous] or None)
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
@@ -237,7 +248,8 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     rows = []
     if num_samples:
-        tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
+        callbacks = _callbacks(callback, ctx, parent, snapshot_to)
+        tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
                        resume and not previous, searched=list(spec.space))
         rows = _rows(tuner.fit())
     if resume:  # the store's finished trials that Tune's (restored or new) experiment does not hold
@@ -308,10 +320,11 @@ def ablation_plan(spec: AblationSpec, ctx: StudyContext, resources: Resources) -
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
                  data_dir: str | None = None, resume: bool = False, reuse_from: list[str] | None = None,
-                 import_runs: str | None = None) -> dict[str, Any]:
+                 import_runs: str | None = None, snapshot_to: str | Path | None = None) -> dict[str, Any]:
     """Every variant x seed as a Tune trial (FIFO, no search); returns the table and per-variant stats.
 
     ``import_runs`` (with ``resume``): as for :func:`run_search`; the imported finished trials are replayed.
+    ``snapshot_to``: as for :func:`run_search`.
 
     ``reuse_from``: tracking URIs whose FINISHED trial runs with the same complete config are replayed
     instead of retrained (see :mod:`.reuse`).
@@ -364,7 +377,8 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
-    tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callback, tune_config,
+    callbacks = _callbacks(callback, ctx, parent, snapshot_to)
+    tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
                    resume and not restarting)
     rows = _rows(tuner.fit())
     table, stats = ablation_table(spec, plan, rows)
