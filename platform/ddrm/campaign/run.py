@@ -127,6 +127,15 @@ def _write_chosen(folder: Path, config: Config, note: str) -> None:
     tmp.replace(folder / CHOSEN_FILE)
 
 
+def dataset_facts(dataset: str, data_dir: str | None) -> dict[str, Any]:
+    """What every report of the campaign says about its data: the split (kind and rule) and the sizes."""
+    from ..data.prepared import load_prepared
+
+    data = load_prepared(dataset, data_dir)
+    return {"name": dataset, "split": data.split_label, "users": data.n_users, "items": data.n_items,
+            **{split: int(len(data.split(split))) for split in ("train", "valid", "test")}}
+
+
 def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str | None = None,
                  tracking_uri: str | None = None, data_dir: str | None = None,
                  estimate: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -138,7 +147,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
     record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": _relative(spec.source),
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
-                              "estimate": estimate or {}}
+                              "data": dataset_facts(dataset, data_dir), "estimate": estimate or {}}
     for level in stage_order(spec):
         for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
             folder = out / "stages" / stage
