@@ -170,6 +170,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                 "errored": summary["errored"], "epochs_spent": summary["epochs_spent"],
                 "inherits": dict(spec.stages[stage].inherit), "imported_from": _relative(imported),
                 "best_valid": (summary["best"] or {}).get("valid"), "driver_wall_seconds": time.perf_counter() - start}
+            write_record(out, record)
     for table in spec.tables:
         folder = out / "tables" / table
         start = time.perf_counter()
@@ -182,11 +183,18 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                                    "errored": summary["errored"], "imported_from": _relative(imported),
                                    "rows": dict(spec.tables[table].rows),
                                    "driver_wall_seconds": time.perf_counter() - start}
+        write_record(out, record)
+    write_record(out, record)
+    return record
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    """``campaign.json`` (atomically) and ``campaign.md`` from ``record``: written after every stage and table, so
+    a campaign stopped part-way says what it has done so far."""
+    from .summary import campaign_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".campaign.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(out / "campaign.json")
-    from .summary import campaign_markdown
-
     (out / "campaign.md").write_text(campaign_markdown(out))
-    return record

@@ -79,12 +79,33 @@ def campaign_markdown(out: Path) -> str:
                 lines.append(f"| {c['name']} | {c['mean_diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | "
                              f"{c['p']:.3g} ({c['p_holm']:.3g}) | {c['verdict']} |")
         lines += ["", f"Report: `tables/{table}/table.md` (marks, every paired test, the family)."]
+    lines += stage_lines(out, record)
     estimate = (record.get("estimate") or {}).get("cpu_hours")
     actual = sum(b["cpu_hours"] or 0.0 for b in (stage_budget(out / "stages" / s) for s in record["stages"]))
     lines += ["", f"Cost: estimated {estimate:.2f} CPU-hours by `ddrm campaign plan`" if estimate else "",
               f"searches' recorded cost {actual:.2f} CPU-hours (finished trials; a failed trial's cost is not "
               f"recorded, their number is in brackets)" if actual else ""]
     return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
+
+
+def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
+    """The stages done so far: kind, finished trials (failed), trial-epochs, recorded CPU-hours, best validation
+    R@20 (a search chooses on validation; its report shows no test)."""
+    lines = ["", "## Stages (searches at the search seed, validation only)", "",
+             "| stage | kind | finished (failed) | trial-epochs | CPU-h | best valid R@20 | continued from (runs.csv) |",
+             "|---|---|---|---|---|---|---|"]
+    for stage, info in record["stages"].items():
+        if info.get("kind") == "fixed":
+            lines.append(f"| {stage} | fixed | – | – | – | – | – |")
+            continue
+        budget = stage_budget(out / "stages" / stage)
+        failed = f" ({info['errored']})" if info.get("errored") else ""
+        hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
+        best = (info.get("best_valid") or {}).get("recall_at_20")
+        lines.append(f"| {stage} | {info.get('mode', 'search')} | {info.get('finished', 0)}{failed} | "
+                     f"{budget['trial_epochs']} | {hours} | {f'{best:.4f}' if best is not None else '–'} | "
+                     f"{info.get('imported_from') or '–'} |")
+    return lines
 
 
 def across_datasets(outs: dict[str, Path], table: str) -> str:
