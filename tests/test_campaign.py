@@ -100,6 +100,7 @@ def test_stages_run_in_dependency_order_and_the_dependent_search_takes_the_chose
     summary = (out / "campaign.md").read_text()
     assert "| mf/ddrm | mf_ddrm | 2 |" in summary and "| ease/tuned | ease | 2 |" in summary
     assert "Data: `tiny`, split unspecified; 60 users x 40 items" in summary  # every report names its split
+    assert "## Stages" in summary and "| mf | tpe | 2 | " in summary and "| ease | grid | 2 | " in summary
     record = (out / "campaign.json").read_text()
     assert str(Path.cwd()) not in record and "/tmp/" not in record  # committed files name no machine path
 

@@ -88,22 +88,33 @@ def campaign_markdown(out: Path) -> str:
     return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
 
 
+def estimate_cell(estimate: dict[str, Any] | None, actual: float | None) -> str:
+    """``plan``'s estimate of a stage and the recorded cost's ratio to it (the ±30 % check), e.g. ``0.81 (1.12x)``."""
+    hours = (estimate or {}).get("cpu_hours")
+    if hours is None:
+        return "–"
+    ratio = f" ({actual / hours:.2f}x)" if actual is not None and hours > 0 else ""
+    return f"{hours:.2f}{ratio}"
+
+
 def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
     """The stages done so far: kind, finished trials (failed), trial-epochs, recorded CPU-hours, best validation
     R@20 (a search chooses on validation; its report shows no test)."""
     lines = ["", "## Stages (searches at the search seed, validation only)", "",
-             "| stage | kind | finished (failed) | trial-epochs | CPU-h | best valid R@20 | continued from (runs.csv) |",
-             "|---|---|---|---|---|---|---|"]
+             "| stage | kind | finished (failed) | trial-epochs | CPU-h | est. CPU-h (ratio) | best valid R@20 | "
+             "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|"]
+    estimates = (record.get("estimate") or {}).get("stages") or {}
     for stage, info in record["stages"].items():
         if info.get("kind") == "fixed":
-            lines.append(f"| {stage} | fixed | – | – | – | – | – |")
+            lines.append(f"| {stage} | fixed | – | – | – | – | – | – |")
             continue
         budget = stage_budget(out / "stages" / stage)
         failed = f" ({info['errored']})" if info.get("errored") else ""
         hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
         best = (info.get("best_valid") or {}).get("recall_at_20")
         lines.append(f"| {stage} | {info.get('mode', 'search')} | {info.get('finished', 0)}{failed} | "
-                     f"{budget['trial_epochs']} | {hours} | {f'{best:.4f}' if best is not None else '–'} | "
+                     f"{budget['trial_epochs']} | {hours} | {estimate_cell(estimates.get(stage), budget['cpu_hours'])} | "
+                     f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
     return lines
 
