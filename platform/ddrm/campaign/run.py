@@ -127,6 +127,15 @@ def _write_chosen(folder: Path, config: Config, note: str) -> None:
     tmp.replace(folder / CHOSEN_FILE)
 
 
+def dataset_facts(dataset: str, data_dir: str | None) -> dict[str, Any]:
+    """What every report of the campaign says about its data: the split (kind and rule) and the sizes."""
+    from ..data.prepared import load_prepared
+
+    data = load_prepared(dataset, data_dir)
+    return {"name": dataset, "split": data.split_label, "users": data.n_users, "items": data.n_items,
+            **{split: int(len(data.split(split))) for split in ("train", "valid", "test")}}
+
+
 def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str | None = None,
                  tracking_uri: str | None = None, data_dir: str | None = None,
                  estimate: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -138,7 +147,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
     record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": _relative(spec.source),
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
-                              "estimate": estimate or {}}
+                              "data": dataset_facts(dataset, data_dir), "estimate": estimate or {}}
     for level in stage_order(spec):
         for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
             folder = out / "stages" / stage
@@ -161,6 +170,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                 "errored": summary["errored"], "epochs_spent": summary["epochs_spent"],
                 "inherits": dict(spec.stages[stage].inherit), "imported_from": _relative(imported),
                 "best_valid": (summary["best"] or {}).get("valid"), "driver_wall_seconds": time.perf_counter() - start}
+            write_record(out, record)
     for table in spec.tables:
         folder = out / "tables" / table
         start = time.perf_counter()
@@ -173,11 +183,18 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                                    "errored": summary["errored"], "imported_from": _relative(imported),
                                    "rows": dict(spec.tables[table].rows),
                                    "driver_wall_seconds": time.perf_counter() - start}
+        write_record(out, record)
+    write_record(out, record)
+    return record
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    """``campaign.json`` (atomically) and ``campaign.md`` from ``record``: written after every stage and table, so
+    a campaign stopped part-way says what it has done so far."""
+    from .summary import campaign_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".campaign.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(out / "campaign.json")
-    from .summary import campaign_markdown
-
     (out / "campaign.md").write_text(campaign_markdown(out))
-    return record
