@@ -1,6 +1,7 @@
 """A campaign's results in the paper's shape, from its committed files only (``campaign.json``, each stage's and
-table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (each row with its budget), and
-across datasets one table (rows = the table's rows, columns = datasets x R@20 / N@20) with a verdict per claim.
+table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (the earlier searches its stages
+imported, each row with its budget), and across datasets one table (rows = the table's rows, columns = datasets x
+R@20 / N@20) with a verdict per claim.
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def data_line(data: dict[str, Any]) -> str:
             f"train / valid / test {data['train']:,} / {data['valid']:,} / {data['test']:,} interactions.")
 
 
+def imported_searches(record: dict[str, Any]) -> list[str]:
+    """The lines of ``campaign.md`` naming each stage's imported earlier search (none: no lines)."""
+    stages = {name: s["imported_search"] for name, s in record["stages"].items() if s.get("imported_search")}
+    if not stages:
+        return []
+    lines = ["## Imported searches", "", "Run before the campaign at the search seed and chosen on validation; "
+             "their rows that are the stage's experiment count toward its budget, without their test metrics (the "
+             "files are unchanged).", "", "| stage | file | rows imported | rows in file | left out |",
+             "|---|---|---|---|---|"]
+    for name, info in stages.items():
+        why = "; ".join(f"{n}: {reason}" for reason, n in info["left_out"].items()) or "–"
+        lines.append(f"| {name} | `{info['file']}` | {info['rows']} | {info['rows_in_file']} | {why} |")
+    return lines + [""]
+
+
 def campaign_markdown(out: Path) -> str:
     """``campaign.md`` of one dataset's campaign folder: per table, each row's stage, budget and test metrics, then
     the claims' verdicts; the estimate beside the actual cost."""
@@ -56,6 +72,7 @@ def campaign_markdown(out: Path) -> str:
              f"{record['search_seed']} (validation only), tables at seeds {record['table_seeds']}.", ""]
     if record.get("data"):
         lines[-1:] = [data_line(record["data"]), ""]
+    lines += imported_searches(record)
     for table, info in record["tables"].items():
         frame = table_rows(out, table)
         lines += [f"## Table {table}", "", "| row | stage | search trials (failed) | trial-epochs | CPU-h | "
