@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from campaign_spaces import SPACE_DDRM, SPACE_EASE, SPACE_MF
 from conftest import local_ray, make_interactions
 
 from ddrm.cli import main
@@ -17,24 +18,6 @@ from ddrm.tuning.snapshot import RunsSnapshot
 
 pytestmark = pytest.mark.slow
 
-SPACE_MF = """mode: tpe
-base: {model: {name: mf, dim: 8}, ddrm: {enabled: false}, train: {epochs: 2, patience: 2, threads: 1}}
-space:
-  model.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
-scheduler: {type: fifo}
-"""
-SPACE_DDRM = """mode: tpe
-base: {ddrm: {enabled: true, steps: 3, hidden_dims: [8, 16], epochs: 2}, train: {epochs: 2, patience: 2, threads: 1}}
-space:
-  ddrm.bpr_weight: {type: uniform, low: 0.1, high: 0.9}
-scheduler: {type: fifo}
-"""
-SPACE_EASE = """mode: grid
-base: {model: {name: ease}}
-space:
-  model.ease_lambda: {type: choice, values: [10, 100]}
-scheduler: {type: fifo}
-"""
 CAMPAIGN = """name: small
 budget: 2
 search_seed: 0
