@@ -26,8 +26,8 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     train, each is a Ray task holding ``threads`` CPUs, so they run side by side on the study's CPUs.
     ``evaluate_test``: false for a search (its backends are not scored on test either; a later run that needs
     test scores the cached backend then, :func:`ddrm.train.fit_backend`). ``device``: where they train (a study's
-    ``--device``, :func:`ddrm.train.select_device`; None: the CPU), each Ray task holding ``gpus`` of a GPU (the
-    trials' share). The cache key has no device: a backend trained on a GPU serves CPU trials and back.
+    ``--device``, :func:`ddrm.train.select_device`; None: the CPU), each Ray task then holding ``gpus`` of a GPU
+    (the trials' share). The cache key has no device: a backend trained on a GPU serves CPU trials and back.
     """
     from .. import cache
     from .. import train as training
@@ -58,7 +58,8 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     if len(todo) > 1 and _ray_up():
         import ray
 
-        task = ray.remote(num_cpus=max(1, threads or 1), num_gpus=gpus, max_retries=0)(_pretrain_one)
+        task = ray.remote(num_cpus=max(1, threads or 1), num_gpus=gpus if device else 0.0,  # on the CPU: none
+                          max_retries=0)(_pretrain_one)
         pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads, None, evaluate_test, device): c
                    for c in todo}
         while pending:  # report each backend as it finishes, not all at the end
