@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from campaign_spaces import SPACE_DDRM, SPACE_EASE, SPACE_MF
 from conftest import local_ray, make_interactions
 
 from ddrm.cli import main
@@ -17,24 +18,6 @@ from ddrm.tuning.snapshot import RunsSnapshot
 
 pytestmark = pytest.mark.slow
 
-SPACE_MF = """mode: tpe
-base: {model: {name: mf, dim: 8}, ddrm: {enabled: false}, train: {epochs: 2, patience: 2, threads: 1}}
-space:
-  model.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
-scheduler: {type: fifo}
-"""
-SPACE_DDRM = """mode: tpe
-base: {ddrm: {enabled: true, steps: 3, hidden_dims: [8, 16], epochs: 2}, train: {epochs: 2, patience: 2, threads: 1}}
-space:
-  ddrm.bpr_weight: {type: uniform, low: 0.1, high: 0.9}
-scheduler: {type: fifo}
-"""
-SPACE_EASE = """mode: grid
-base: {model: {name: ease}}
-space:
-  model.ease_lambda: {type: choice, values: [10, 100]}
-scheduler: {type: fifo}
-"""
 CAMPAIGN = """name: small
 budget: 2
 search_seed: 0
@@ -99,6 +82,8 @@ def test_stages_run_in_dependency_order_and_the_dependent_search_takes_the_chose
     assert table["test_recall_at_20"].notna().all()
     summary = (out / "campaign.md").read_text()
     assert "| mf/ddrm | mf_ddrm | 2 |" in summary and "| ease/tuned | ease | 2 |" in summary
+    assert "Data: `tiny`, split unspecified; 60 users x 40 items" in summary  # every report names its split
+    assert "## Stages" in summary and "| mf | tpe | 2 | " in summary and "| ease | grid | 2 | " in summary
     record = (out / "campaign.json").read_text()
     assert str(Path.cwd()) not in record and "/tmp/" not in record  # committed files name no machine path
 
@@ -120,6 +105,7 @@ def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_no
     assert main(["campaign", "summary", str(spec), "--dataset", "tiny", "--out", str(moved)]) == 0
     across = capsys.readouterr().out
     assert "| row | tiny R@20 | tiny N@20 |" in across and "| mf/alone |" in across
+    assert "Splits: tiny: unspecified." in across
 
 
 def test_each_finished_trial_updates_the_folder_so_a_stopped_search_resumes_without_retraining_it(campaign_run, capsys):

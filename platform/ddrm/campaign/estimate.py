@@ -59,11 +59,13 @@ def search_epochs(search: SearchSpec, config: Config) -> tuple[int, int, float]:
 
 
 def probe_key(config: Config) -> str:
-    """What a probe measures: the model, its plug-in, and DDRM trained, DDRM with nothing to train (the mean of
-    liked items) or none (their epoch costs differ)."""
+    """What a probe measures: the model, its plug-in, and DDRM trained (with its precision unless fp32), DDRM with
+    nothing to train (the mean of liked items) or none (their epoch costs differ)."""
     wrapper = "alone"
     if config.ddrm.enabled:
         wrapper = "ddrm" if final_epochs_cap(config) else "mean"
+    if wrapper == "ddrm" and config.train.precision != "fp32":  # the denoisers' epoch depends on it
+        wrapper += f"@{config.train.precision}"
     return f"{config.model.name}+{config.denoise.name}+{wrapper}"
 
 

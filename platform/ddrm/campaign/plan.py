@@ -62,7 +62,7 @@ def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: s
         for stage in level:
             config = configs[stage]
             entry: dict[str, Any] = {"inherits": {k: list(v) for k, v in spec.stages[stage].inherit.items()},
-                                     "model": probe_key(config)}
+                                     "model": probe_key(config), "imports": spec.imports.get(dataset, {}).get(stage)}
             if spec.stages[stage].fixed is not None:
                 entry.update(kind="fixed", trials=0, epoch_cap=0, expected_epochs=0.0, cpu_hours=0.0)
             else:
@@ -118,8 +118,9 @@ def format_plan(plan: dict[str, Any], cpus: int) -> str:
             s = plan["stages"][stage]
             inherits = "".join(f" <- {up}[{', '.join(keys)}]" for up, keys in s["inherits"].items())
             hours = f", est. {s['cpu_hours']:.2f} CPU-h" if "cpu_hours" in s else ""
+            imports = f"; imports {s['imports']}" if s.get("imports") else ""  # its rows count toward the trials
             lines.append(f"  {stage}{inherits}: {s['model']}, {s['kind']}, {s['trials']} trials, <= {s['epoch_cap']} "
-                         f"epochs each, ~{s['expected_epochs']:.0f} trial-epochs{hours}")
+                         f"epochs each, ~{s['expected_epochs']:.0f} trial-epochs{hours}{imports}")
     for name, t in plan["tables"].items():
         hours = f", est. {t['cpu_hours']:.2f} CPU-h" if "cpu_hours" in t else ""
         lines.append(f"table {name}: {t['rows']} rows x {len(t['seeds'])} seeds = {t['runs']} runs{hours}")

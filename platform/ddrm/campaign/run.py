@@ -6,7 +6,9 @@ configs (best validation trial). Each table is a ``ddrm ablate`` study whose row
 at the table seeds. Everything resumes: a study continues from the tracking store, else from the ``runs.csv``
 the campaign folder holds (committed by an earlier session), so no finished trial is trained twice. The
 campaign folder ``<out>`` holds per stage its report and ``chosen_config.yaml``, per table its report, and
-``campaign.json`` (what ran, what was imported, the estimated and the actual cost).
+``campaign.json`` (what ran, what was imported, the estimated and the actual cost). A stage may also import an
+earlier search (spec ``imports``): its rows that are the stage's experiment join the study, without test
+metrics, and count toward the budget (:mod:`.imports`).
 
 A SIGINT stops the campaign cleanly: inside a study's trials Tune ends the study (its finished trials are in the
 folder's ``runs.csv`` already) and the campaign stops there (:class:`CampaignInterrupted`, no chosen config from a
@@ -29,7 +31,8 @@ import yaml
 from ..config import Config, apply_overrides, config_from_dict, flatten
 from ..errors import ConfigError
 from ..tuning.spec import AblationSpec, Resources, SearchSpec, load_search_spec
-from .spec import CampaignSpec, space_path, stage_order
+from .imports import Selection, select_rows
+from .spec import CampaignSpec, import_path, space_path, stage_order
 
 CHOSEN_FILE = "chosen_config.yaml"
 
@@ -129,6 +132,18 @@ def table_spec(spec: CampaignSpec, table: str, dataset: str, chosen: dict[str, C
                         declared=spec.tables[table].declared(f"{spec.source}: tables.{table}"))
 
 
+def earlier_search(spec: CampaignSpec, stage: str, dataset: str, search: SearchSpec) -> Selection | None:
+    """The rows of the earlier search ``stage`` imports on ``dataset`` (spec ``imports``) that are its
+    experiment, test columns dropped (:mod:`.imports`); None when it imports none. Prints one line: how many rows
+    are imported and why the others are left out."""
+    path = import_path(spec, dataset, stage)
+    if path is None:
+        return None
+    selection = select_rows(path, search, source=_relative(str(path)))
+    print(selection.line(stage), flush=True)
+    return selection
+
+
 def _copy_report(report: Path | None, to: Path) -> None:
     if report is not None and Path(report).is_dir():
         shutil.copytree(report, to, dirs_exist_ok=True)
@@ -154,6 +169,15 @@ def _write_chosen(folder: Path, config: Config, note: str) -> None:
     tmp.replace(folder / CHOSEN_FILE)
 
 
+def dataset_facts(dataset: str, data_dir: str | None) -> dict[str, Any]:
+    """What every report of the campaign says about its data: the split (kind and rule) and the sizes."""
+    from ..data.prepared import load_prepared
+
+    data = load_prepared(dataset, data_dir)
+    return {"name": dataset, "split": data.split_label, "users": data.n_users, "items": data.n_items,
+            **{split: int(len(data.split(split))) for split in ("train", "valid", "test")}}
+
+
 def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str | None = None,
                  tracking_uri: str | None = None, data_dir: str | None = None,
                  estimate: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -166,7 +190,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
                               "resources": resources_record(spec),
-                              "estimate": estimate or {}}
+                              "data": dataset_facts(dataset, data_dir), "estimate": estimate or {}}
     for level in stage_order(spec):
         for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
             folder = out / "stages" / stage
@@ -178,8 +202,10 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                 continue
             search = search_spec(spec, stage, dataset, chosen)
             imported = _runs_csv(folder)
+            earlier = earlier_search(spec, stage, dataset, search)
+            sources = [s for s in (imported, earlier.rows if earlier else None) if s is not None]
             summary = run_search(search, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
-                                 resume=True, import_runs=imported, snapshot_to=folder)
+                                 resume=True, import_runs=sources or None, snapshot_to=folder)
             stop_if_interrupted(summary, f"stage {stage}", folder)
             chosen[stage] = best_config(search, summary)
             _copy_report(summary.get("report"), folder)
@@ -189,7 +215,9 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                 "kind": "search", "mode": search.mode, "trials": summary["trials"], "finished": summary["finished"],
                 "errored": summary["errored"], "epochs_spent": summary["epochs_spent"],
                 "inherits": dict(spec.stages[stage].inherit), "imported_from": _relative(imported),
+                "imported_search": earlier.record() if earlier else None,
                 "best_valid": (summary["best"] or {}).get("valid"), "driver_wall_seconds": time.perf_counter() - start}
+            write_record(out, record)
     for table in spec.tables:
         folder = out / "tables" / table
         start = time.perf_counter()
@@ -203,11 +231,18 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                                    "errored": summary["errored"], "imported_from": _relative(imported),
                                    "rows": dict(spec.tables[table].rows),
                                    "driver_wall_seconds": time.perf_counter() - start}
+        write_record(out, record)
+    write_record(out, record)
+    return record
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    """``campaign.json`` (atomically) and ``campaign.md`` from ``record``: written after every stage and table, so
+    a campaign stopped part-way says what it has done so far."""
+    from .summary import campaign_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".campaign.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(out / "campaign.json")
-    from .summary import campaign_markdown
-
     (out / "campaign.md").write_text(campaign_markdown(out))
-    return record

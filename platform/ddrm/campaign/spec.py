@@ -15,6 +15,8 @@
       mf: {space: spaces/mf.yaml}                                  # a search (path relative to this file)
       mf_ddrm: {space: spaces/ddrm.yaml, inherit: {mf: ["model.*"]}}  # DDRM on mf's chosen backend
       mostpop: {fixed: {model: {name: mostpop}}}                   # nothing to search: this config as chosen
+    imports:                      # per dataset, an earlier search of a stage (its runs.csv, relative to this file)
+      ml-1m_noisy: {mf: ../docs/results/tuned_ml1m/mf_ml1m_backend/runs.csv}
     tables:
       main:
         rows: {mf/alone: mf, mf/ddrm: mf_ddrm, mostpop/fixed: mostpop}  # "<model>/<variant>": a stage
@@ -26,6 +28,10 @@ keys) into this stage's base: a plug-in is searched on its backend's tuned confi
 by hand. The protocol rules this file enforces (DESIGN §4a): equal budget, table seeds disjoint from the search
 seed, stages in dependency order. The resources and the device say where trials run, not what they compute:
 they enter no study key, so a campaign made on CPUs resumes on a GPU and back (:class:`ddrm.tuning.spec.Resources`).
+
+``imports`` names, per dataset and search stage, the ``runs.csv`` of a search run before the campaign: its rows
+that are the same experiment as the stage (:mod:`.imports`) join the stage's study as finished trials, without
+their test metrics, and count toward its budget.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ class CampaignSpec(_Strict):
     device: Literal[DEVICES] | None = None  # every trial's train.device; None: what the spaces say
     results: str | None = None  # the campaign folders' parent, relative to this file (one folder per dataset)
     stages: dict[str, StageSpec] = Field(min_length=1)
+    imports: dict[str, dict[str, str]] = Field(default_factory=dict)  # {dataset: {stage: runs.csv}}, relative
     tables: dict[str, TableSpec] = Field(default_factory=dict)
     source: str = ""  # the file it was read from (set by load_campaign)
 
@@ -122,6 +129,14 @@ class CampaignSpec(_Strict):
                 if upstream not in self.stages:
                     raise ValueError(f"stage {name!r} inherits from {upstream!r}, which is not a stage; stages: "
                                      f"{list(self.stages)}")
+        for dataset, stages in self.imports.items():
+            for name in stages:
+                where = f"imports.{dataset}.{name}"
+                if name not in self.stages:
+                    raise ValueError(f"{where}: {name!r} is not a stage; stages: {list(self.stages)}")
+                if self.stages[name].fixed is not None:
+                    raise ValueError(f"{where}: stage {name!r} is fixed (nothing searched), so it has no search "
+                                     f"to import into")
         for table_name, table in self.tables.items():
             for row, stage in table.rows.items():
                 if stage not in self.stages:
@@ -171,9 +186,20 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     for name, stage in spec.stages.items():
         if stage.space is not None and not (path.parent / stage.space).is_file():
             raise ConfigError(f"{path}: stages.{name}.space: {stage.space} does not exist (relative to {path.parent})")
+    for dataset, stages in spec.imports.items():
+        for name, runs in stages.items():
+            if not (path.parent / runs).is_file():
+                raise ConfigError(f"{path}: imports.{dataset}.{name}: {runs} does not exist (relative to "
+                                  f"{path.parent})")
     return spec
 
 
 def space_path(spec: CampaignSpec, stage: str) -> Path:
     """The search-space file of ``stage``, resolved against the campaign file's folder."""
     return Path(spec.source).parent / str(spec.stages[stage].space)
+
+
+def import_path(spec: CampaignSpec, dataset: str, stage: str) -> Path | None:
+    """The earlier search's ``runs.csv`` that ``stage`` imports on ``dataset`` (resolved), or None."""
+    runs = spec.imports.get(dataset, {}).get(stage)
+    return Path(spec.source).parent / runs if runs else None

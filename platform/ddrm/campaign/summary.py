@@ -1,6 +1,7 @@
 """A campaign's results in the paper's shape, from its committed files only (``campaign.json``, each stage's and
-table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (each row with its budget), and
-across datasets one table (rows = the table's rows, columns = datasets x R@20 / N@20) with a verdict per claim.
+table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (the earlier searches its stages
+imported, each row with its budget), and across datasets one table (rows = the table's rows, columns = datasets x
+R@20 / N@20) with a verdict per claim.
 """
 
 from __future__ import annotations
@@ -41,6 +42,27 @@ def table_rows(out: Path, table: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+def data_line(data: dict[str, Any]) -> str:
+    """One line on a campaign's data: name, split, sizes."""
+    return (f"Data: `{data['name']}`, split {data['split']}; {data['users']:,} users x {data['items']:,} items; "
+            f"train / valid / test {data['train']:,} / {data['valid']:,} / {data['test']:,} interactions.")
+
+
+def imported_searches(record: dict[str, Any]) -> list[str]:
+    """The lines of ``campaign.md`` naming each stage's imported earlier search (none: no lines)."""
+    stages = {name: s["imported_search"] for name, s in record["stages"].items() if s.get("imported_search")}
+    if not stages:
+        return []
+    lines = ["## Imported searches", "", "Run before the campaign at the search seed and chosen on validation; "
+             "their rows that are the stage's experiment count toward its budget, without their test metrics (the "
+             "files are unchanged).", "", "| stage | file | rows imported | rows in file | left out |",
+             "|---|---|---|---|---|"]
+    for name, info in stages.items():
+        why = "; ".join(f"{n}: {reason}" for reason, n in info["left_out"].items()) or "–"
+        lines.append(f"| {name} | `{info['file']}` | {info['rows']} | {info['rows_in_file']} | {why} |")
+    return lines + [""]
+
+
 def campaign_markdown(out: Path) -> str:
     """``campaign.md`` of one dataset's campaign folder: per table, each row's stage, budget and test metrics, then
     the claims' verdicts; the estimate beside the actual cost."""
@@ -48,9 +70,12 @@ def campaign_markdown(out: Path) -> str:
     lines = [f"# Campaign {record['campaign']} on {record['dataset']}", "",
              f"Budget {record['budget']} trials per searched stage (a grid: all of it); searches at seed "
              f"{record['search_seed']} (validation only), tables at seeds {record['table_seeds']}.", ""]
+    if record.get("data"):
+        lines[-1:] = [data_line(record["data"]), ""]
+    lines += imported_searches(record)
     for table, info in record["tables"].items():
         frame = table_rows(out, table)
-        lines += [f"## Table {table}", "", "| row | stage | search trials | trial-epochs | CPU-h | "
+        lines += [f"## Table {table}", "", "| row | stage | search trials (failed) | trial-epochs | CPU-h | "
                   + " | ".join(SHORT[m] for m in METRICS) + " |", "|---" * (5 + len(METRICS)) + "|"]
         for row, stage in info["rows"].items():
             budget = stage_budget(out / "stages" / stage)
@@ -60,7 +85,9 @@ def campaign_markdown(out: Path) -> str:
                 hits = frame[(frame["model"] == model) & (frame["variant"] == variant)]
                 match = hits.iloc[0] if len(hits) else None
             hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
-            lines.append(f"| {row} | {stage} | {budget['trials']} | {budget['trial_epochs']} | {hours} | "
+            failed = (record["stages"].get(stage) or {}).get("errored") or 0
+            trials = f"{budget['trials']}" + (f" ({failed})" if failed else "")
+            lines.append(f"| {row} | {stage} | {trials} | {budget['trial_epochs']} | {hours} | "
                          + " | ".join(_cell(match, m) for m in METRICS) + " |")
         claims = out / "tables" / table / "claims.csv"
         if claims.is_file():
@@ -69,11 +96,44 @@ def campaign_markdown(out: Path) -> str:
                 lines.append(f"| {c['name']} | {c['mean_diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | "
                              f"{c['p']:.3g} ({c['p_holm']:.3g}) | {c['verdict']} |")
         lines += ["", f"Report: `tables/{table}/table.md` (marks, every paired test, the family)."]
+    lines += stage_lines(out, record)
     estimate = (record.get("estimate") or {}).get("cpu_hours")
     actual = sum(b["cpu_hours"] or 0.0 for b in (stage_budget(out / "stages" / s) for s in record["stages"]))
     lines += ["", f"Cost: estimated {estimate:.2f} CPU-hours by `ddrm campaign plan`" if estimate else "",
-              f"searches' recorded cost {actual:.2f} CPU-hours" if actual else ""]
+              f"searches' recorded cost {actual:.2f} CPU-hours (finished trials; a failed trial's cost is not "
+              f"recorded, their number is in brackets)" if actual else ""]
     return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
+
+
+def estimate_cell(estimate: dict[str, Any] | None, actual: float | None) -> str:
+    """``plan``'s estimate of a stage and the recorded cost's ratio to it (the ±30 % check), e.g. ``0.81 (1.12x)``."""
+    hours = (estimate or {}).get("cpu_hours")
+    if hours is None:
+        return "–"
+    ratio = f" ({actual / hours:.2f}x)" if actual is not None and hours > 0 else ""
+    return f"{hours:.2f}{ratio}"
+
+
+def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
+    """The stages done so far: kind, finished trials (failed), trial-epochs, recorded CPU-hours, best validation
+    R@20 (a search chooses on validation; its report shows no test)."""
+    lines = ["", "## Stages (searches at the search seed, validation only)", "",
+             "| stage | kind | finished (failed) | trial-epochs | CPU-h | est. CPU-h (ratio) | best valid R@20 | "
+             "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|"]
+    estimates = (record.get("estimate") or {}).get("stages") or {}
+    for stage, info in record["stages"].items():
+        if info.get("kind") == "fixed":
+            lines.append(f"| {stage} | fixed | – | – | – | – | – | – |")
+            continue
+        budget = stage_budget(out / "stages" / stage)
+        failed = f" ({info['errored']})" if info.get("errored") else ""
+        hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
+        best = (info.get("best_valid") or {}).get("recall_at_20")
+        lines.append(f"| {stage} | {info.get('mode', 'search')} | {info.get('finished', 0)}{failed} | "
+                     f"{budget['trial_epochs']} | {hours} | {estimate_cell(estimates.get(stage), budget['cpu_hours'])} | "
+                     f"{f'{best:.4f}' if best is not None else '–'} | "
+                     f"{info.get('imported_from') or '–'} |")
+    return lines
 
 
 def across_datasets(outs: dict[str, Path], table: str) -> str:
@@ -100,6 +160,9 @@ def across_datasets(outs: dict[str, Path], table: str) -> str:
         if path.is_file():
             for _, c in pd.read_csv(path).iterrows():
                 verdicts.setdefault(c["name"], {})[d] = c["verdict"]
+    splits = [f"{d}: {r['data']['split']}" for d, r in records.items() if r.get("data")]
+    if splits:
+        lines += ["", "Splits: " + "; ".join(splits) + "."]
     if verdicts:
         lines += ["", "| claim | " + " | ".join(outs) + " |", "|---" * (1 + len(outs)) + "|"]
         lines += [f"| {name} | " + " | ".join(v.get(d, "–") for d in outs) + " |" for name, v in verdicts.items()]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Union
 
 import pandas as pd
 
@@ -27,6 +27,7 @@ from ..tracking import _client, search_all_runs
 IMPORT_TAG = "imported_from"
 PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from", *HOST_TAGS, *PLACEMENT_COLUMNS)
 REQUIRED = ("model", "variant", "seed", "run_id", "tracking_store")
+RunsSource = Union[str, Path, pd.DataFrame]  # a runs.csv, or rows read from one (its name in attrs["source"])
 
 
 def read_runs_csv(path: str | Path) -> pd.DataFrame:
@@ -59,8 +60,14 @@ def _source(row: pd.Series) -> str:
     return row.get("imported_from") or f"{row['tracking_store']}#{row['run_id']}"
 
 
-def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_trials: Collection[str] | None = None) -> int:
-    """Log the rows of ``path`` (a ``runs.csv``) missing from ``uri`` as FINISHED trial runs under
+def source_name(source: RunsSource) -> str:
+    """How messages name a :data:`RunsSource`."""
+    return str(source.attrs.get("source", "rows of a runs.csv")) if isinstance(source, pd.DataFrame) else str(source)
+
+
+def import_runs(uri: str, parent_run_id: str, path: RunsSource, plan_trials: Collection[str] | None = None) -> int:
+    """Log the rows of ``path`` (a ``runs.csv``, or rows :func:`read_runs_csv` read from one, e.g. a selection of
+    them) missing from ``uri`` as FINISHED trial runs under
     ``parent_run_id``; returns how many were imported. ``plan_trials``: an ablation's trials
     (:func:`.plan.trial_key` of ``(variant, seed)``, the variant ``<model>/<variant>`` in a spec with a
     ``models`` block): only their rows are imported, tagged with ``model`` as the study's own runs are; rows of
@@ -71,7 +78,7 @@ def import_runs(uri: str, parent_run_id: str, path: str | Path, plan_trials: Col
     from .plan import trial_key
     from .spec import MODEL_SEPARATOR
 
-    frame = read_runs_csv(path)
+    frame = path if isinstance(path, pd.DataFrame) else read_runs_csv(path)
     client = _client(uri)
     parent = client.get_run(parent_run_id)
     experiment_id = parent.info.experiment_id

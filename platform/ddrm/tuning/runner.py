@@ -74,15 +74,18 @@ def _callbacks(callback, ctx: StudyContext, parent: str, snapshot_to: str | Path
     return [callback] + ([RunsSnapshot(ctx.tracking_uri, parent, snapshot_to)] if snapshot_to else [])
 
 
-def _import(ctx: StudyContext, parent: str, runs_csv: str | None, plan_trials: set[str] | None = None) -> None:
-    """Log the rows of a committed ``runs.csv`` missing from the store under ``parent`` (:mod:`.importer`);
-    ``plan_trials``: an ablation's trial keys (only their rows), None for a search (every row)."""
-    if not runs_csv:
-        return
-    from .importer import import_runs
+def _import(ctx: StudyContext, parent: str, runs_csv: Any, plan_trials: set[str] | None = None) -> None:
+    """Log the rows of a committed ``runs.csv`` (or of several, in order: :data:`.importer.RunsSource`) missing
+    from the store under ``parent`` (:mod:`.importer`); ``plan_trials``: an ablation's trial keys (only their
+    rows), None for a search (every row)."""
+    from .importer import import_runs, source_name
 
-    count = import_runs(ctx.tracking_uri, parent, runs_csv, plan_trials)
-    print(f"imported {count} finished trial(s) from {runs_csv} into the tracking store", flush=True)
+    sources = runs_csv if isinstance(runs_csv, (list, tuple)) else [runs_csv]
+    for source in sources:
+        if source is None or (isinstance(source, (str, Path)) and not str(source)):
+            continue
+        count = import_runs(ctx.tracking_uri, parent, source, plan_trials)
+        print(f"imported {count} finished trial(s) from {source_name(source)} into the tracking store", flush=True)
 
 
 def _threads(resources: Resources) -> int:
@@ -169,7 +172,7 @@ def _optuna_space(spec: SearchSpec) -> dict[str, Any]:
 
 
 def _grid_remainder(spec: SearchSpec, ctx: StudyContext, parent: str, grid: dict[str, list[Any]],
-                    import_runs: str | None):
+                    import_runs: Any):
     """A grid search resumed from the tracking store: ``(search_alg, num_samples, previous)`` — a variant
     generator of the grid points no finished trial holds (one trial each; None when there are none), how many
     they are, and the finished trials (:mod:`.warmstart`)."""
@@ -219,13 +222,14 @@ def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> St
 
 
 def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
-               data_dir: str | None = None, resume: bool = False, import_runs: str | None = None,
+               data_dir: str | None = None, resume: bool = False, import_runs: Any = None,
                snapshot_to: str | Path | None = None) -> dict[str, Any]:
     """Optuna TPE (seeded, concurrency-limited) or grid over ``spec.space``, ASHA or FIFO; returns the best trial
     by validation (``best``: its params and validation metrics; the trials score no test split).
 
     ``import_runs`` (with ``resume``): a committed ``runs.csv`` of this search whose rows missing from the store
-    are logged into it first (:mod:`.importer`), so a search whose store was lost continues from the file.
+    are logged into it first (:mod:`.importer`), so a search whose store was lost continues from the file; or a
+    list of them, or of rows read from one (an earlier search's rows a campaign stage imports), in that order.
     ``snapshot_to``: a folder whose ``runs.csv`` is rewritten after each finished trial (:mod:`.snapshot`)."""
     import optuna
     from ray import tune
