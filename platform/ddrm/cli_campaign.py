@@ -60,7 +60,7 @@ def resource_changes(args: argparse.Namespace) -> dict:
     """The spec keys ``--max-concurrent`` / ``--cpus-per-trial`` / ``--gpus-per-trial`` / ``--device`` replace,
     each validated (one :class:`ConfigError` line)."""
     from .campaign.spec import gpu_share_error
-    from .config import DEVICES
+    from .campaign.spec import DEVICES
 
     changes: dict = {}
     if args.max_concurrent is not None:

@@ -27,8 +27,6 @@ from .params import MAX_SEED, SAMPLING, BackendParams, DenoiseParams, Flag, Mode
 
 SECTIONS = ("data", "model", "denoise", "ddrm", "train")
 PRECISIONS = ("fp32", "bf16")  # train.precision; ddrm.precision implements them
-DEVICES = ("auto", "cpu", "cuda")  # train.device; ddrm.stages.select_device picks it
-PLACEMENT_KEYS = ("train.device",)  # where a run computes, not what: a reuse match ignores them (tuning.reuse)
 ACTIVATIONS = ("relu", "sigmoid", "tanh")  # ddrm.activation; diffusion.denoiser.ACTIVATION_LAYERS builds them
 
 
@@ -57,7 +55,7 @@ class TrainConfig(Params):
     patience: int = Field(default=10, ge=1)  # evaluations without a better validation Recall@20 before stopping
     eval_batch_size: int = Field(default=1024, ge=1)  # users per scoring chunk
     threads: int | None = Field(default=None, ge=1)  # torch threads; None: all cores of this process
-    device: Literal[DEVICES] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     time_budget_minutes: float | None = Field(default=None, gt=0)  # stop a stage at the first evaluation past it
     max_epochs: int | None = Field(default=None, ge=1)  # a cap on every stage's epochs (smoke runs; 0 would train nothing)
     precision: Literal[PRECISIONS] = "fp32"  # bf16: DDRM's denoisers under autocast (ddrm.precision)

@@ -37,11 +37,13 @@ their test metrics, and count toward its budget.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import DEVICES
+from ..config import TrainConfig
+
+DEVICES = get_args(TrainConfig.model_fields["device"].annotation)  # train.device's values: auto, cpu, cuda
 from ..errors import ConfigError
 from ..params import MAX_SEED
 

@@ -13,7 +13,7 @@ never replayed into a study that needs them (:func:`find_reusable` ``with_test``
 source's ``cost_*`` metrics (what the result cost where it was trained), and its ``reused_from`` tag marks it:
 reports count no replayed run's cost. :func:`explain_misses` says, for each trial that found no match, what
 differed in the closest run. The CPU share Ray gives a trial is a resource, not a config key, so it is not compared (it changes results
-only by float rounding); nor is ``train.device`` (:data:`ddrm.config.PLACEMENT_KEYS`: where a run computed, not what).
+only by float rounding); nor is ``train.device`` (:data:`PLACEMENT_KEYS`: where a run computed, not what).
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..codeversion import code_fingerprint
-from ..config import PLACEMENT_KEYS, Config
+from ..config import Config
 from ..errors import ConfigError
 from ..legacy import upgrade_params
 from ..metrics import FINAL_PREFIXES, TEST, VALID, epoch_from_logged, final_from_logged
 from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
+
 from .plan import trial_key  # noqa: F401 - re-exported: trials are keyed as the plan keys them
+
+PLACEMENT_KEYS = ("train.device",)  # where a run computes, not what: a reuse match ignores them
 
 PARAM_LIMIT = 6000  # MLflow's param value length limit; params are logged truncated to it
 REUSE_TAG = "reused_from"
