@@ -19,15 +19,8 @@ usage="usage: bench/gpu_study.sh DATA_DIR OUT.json"
 DATA_DIR=${1:?$usage}; OUT_JSON=${2:?$usage}
 NUM_SAMPLES=${NUM_SAMPLES:-24}; BUDGET_MINUTES=${BUDGET_MINUTES:-1.5}; WATCHDOG_S=${WATCHDOG_S:-510}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(dirname "$HERE")
-
-fail() { echo "error: $*" >&2; exit 2; }
-command -v nvidia-smi >/dev/null 2>&1 || fail "no NVIDIA GPU visible (nvidia-smi not found); this benchmark needs one GPU"
-GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) || true
-[ -n "$GPU_NAME" ] || fail "no NVIDIA GPU visible (nvidia-smi lists none); this benchmark needs one GPU"
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || \
-  fail "torch $(python -c 'import torch; print(torch.__version__)') sees no CUDA device next to '$GPU_NAME' (a CPU-only build?)"
-command -v ddrm >/dev/null 2>&1 || fail "ddrm is not installed (pip install -e $ROOT)"
-[ -d "$DATA_DIR/ml-1m_noisy" ] || fail "$DATA_DIR/ml-1m_noisy not found (DATA_DIR must hold the prepared ML-1M split)"
+source "$HERE/gpu_common.sh"
+require_gpu "$DATA_DIR"  # sets GPU_NAME and DDRM, or one `error:` line, exit 2
 
 WORK=$(mktemp -d)
 SAMPLER=""
@@ -44,7 +37,7 @@ SAMPLER=$!
 START=$(date +%s.%N)
 status=0
 (cd "$ROOT" && env -u RAY_ADDRESS timeout --signal=INT --kill-after=60 "$WATCHDOG_S" \
-  ddrm tune search_spaces/mf_ml1m_ddrm.yaml --data-dir "$DATA_DIR" --num-samples "$NUM_SAMPLES" \
+  "${DDRM[@]}" tune search_spaces/mf_ml1m_ddrm.yaml --data-dir "$DATA_DIR" --num-samples "$NUM_SAMPLES" \
     --num-cpus "$(nproc)" --cpus-per-trial 1 --gpus-per-trial 0.125 --max-concurrent 8 \
     --set train.time_budget_minutes="$BUDGET_MINUTES" \
     --storage "$WORK/ray_results" --tracking-uri "sqlite:///$WORK/mlflow.db") > "$WORK/study.log" 2>&1 || status=$?

@@ -127,6 +127,30 @@ def test_each_finished_trial_updates_the_folder_so_a_stopped_search_resumes_with
     assert kept["valid_recall_at_20"].tolist() == first["valid_recall_at_20"].tolist()  # replayed, not retrained
 
 
+def test_a_run_with_device_cpu_resumes_a_campaign_made_without_it_from_its_store(campaign_run, capsys, monkeypatch):
+    """The device and the resources are where trials run, not what they compute: they enter no study key, so the
+    store's studies are found again (one study run per experiment) and nothing trains."""
+    from mlflow.tracking import MlflowClient
+
+    spec, data, out, tmp = campaign_run
+    elsewhere = tmp / "elsewhere"  # the checkout at another path, the campaign folder and its store carried along
+    shutil.copytree(out, elsewhere / "out")
+    monkeypatch.chdir(elsewhere)  # Tune's folder ("ray" under it, as in the study keys) is gone
+    capsys.readouterr()
+    assert main(["campaign", "run", str(spec), "--dataset", "tiny", "--data-dir", str(data), "--out",
+                 str(elsewhere / "out"), "--storage", str(elsewhere / "ray"), "--device", "cpu", "--cpus-per-trial",
+                 "1", "--max-concurrent", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "imported 0 finished trial(s)" in printed  # the store holds them all ...
+    assert "2 finished trial(s) of small-tiny-mf are told to the searcher without training; 0 left" in printed
+    assert "2 finished trial(s) of small-tiny-mf_ddrm are told to the searcher without training; 0 left" in printed
+    assert "6 of 6 trials finished before and are replayed, not trained" in printed  # ... under the same studies
+    client = MlflowClient(f"sqlite:///{elsewhere / 'out' / 'mlruns.db'}")
+    studies = {e.name: len(client.search_runs([e.experiment_id], "tags.role = 'study'"))
+               for e in client.search_experiments() if e.name.startswith("small-")}
+    assert len(studies) == 4 and set(studies.values()) == {1}
+
+
 def test_plan_prints_the_stage_graph_and_an_estimate(tmp_path, capsys):
     write_prepared(tmp_path / "data" / "tiny", *make_interactions())
     spec = _write_campaign(tmp_path / "spec")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from .errors import ConfigError
@@ -30,15 +31,75 @@ def add_campaign_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all cores)")
     p.add_argument("--budget", type=int, help="trials per searched stage, replacing the spec's (every stage alike)")
     p.add_argument("--max-epochs", type=int, metavar="N", help="smoke run: cap every stage at N >= 1 epochs")
-    p.add_argument("--no-probe", action="store_true", help="plan: skip the measured probe (no CPU-hours)")
+    p.add_argument("--no-probe", action="store_true", help="skip the measured probe: no CPU-hours in the plan (or "
+                                                           "in campaign.json's estimate), minutes sooner to the trials")
+    p.add_argument("--max-concurrent", metavar="K", help="trials running at once, replacing the spec's max_concurrent")
+    p.add_argument("--cpus-per-trial", metavar="N", help="CPUs (and torch threads) per trial, replacing the spec's "
+                                                         "cpus_per_trial")
+    p.add_argument("--gpus-per-trial", metavar="F", help="GPU share per trial, replacing the spec's gpus_per_trial: a "
+                                                         "fraction in (0, 1] (0.125: 8 trials share one GPU) or whole "
+                                                         "GPUs; 0: none")
+    p.add_argument("--device", metavar="cuda|cpu|auto",
+                   help="every trial's train.device, replacing the spec's device (default: what the spaces say, "
+                        "auto). Where trials run, not what they compute: a campaign resumes across devices")
     p.set_defaults(func=cmd_campaign)
+
+
+def _number(flag: str, text: str, kind: type, expected: str, ok) -> float | int:
+    """``text`` of ``flag`` as ``kind`` when ``ok`` holds for it, else one :class:`ConfigError` line."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise ConfigError(f"{flag} {text}: expected {expected}")
+    return value
+
+
+def resource_changes(args: argparse.Namespace) -> dict:
+    """The spec keys ``--max-concurrent`` / ``--cpus-per-trial`` / ``--gpus-per-trial`` / ``--device`` replace,
+    each validated (one :class:`ConfigError` line)."""
+    from .campaign.spec import gpu_share_error
+    from .campaign.spec import DEVICES
+
+    changes: dict = {}
+    if args.max_concurrent is not None:
+        changes["max_concurrent"] = _number("--max-concurrent", args.max_concurrent, int, "an integer >= 1",
+                                            lambda v: v >= 1)
+    if args.cpus_per_trial is not None:
+        changes["cpus_per_trial"] = _number("--cpus-per-trial", args.cpus_per_trial, float, "a number > 0",
+                                            lambda v: 0 < v < float("inf"))
+    if args.gpus_per_trial is not None:
+        changes["gpus_per_trial"] = _number("--gpus-per-trial", args.gpus_per_trial, float,
+                                            "a fraction of one GPU in (0, 1] or a whole number of GPUs (0: none)",
+                                            lambda v: v < float("inf") and not gpu_share_error(v))
+    if args.device is not None:
+        if args.device not in DEVICES:
+            raise ConfigError(f"--device {args.device}: expected one of {', '.join(DEVICES)}")
+        changes["device"] = args.device
+    return changes
+
+
+def check_device(spec) -> None:
+    """On a local Ray: ``device: cuda`` needs a GPU torch can see here (one line, before any trial fails on it);
+    without ``gpus_per_trial`` a notice that Ray does not count the GPU. A cluster's driver is not checked."""
+    if spec.device != "cuda" or os.environ.get("RAY_ADDRESS"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine; use "
+                          f"--device cpu or auto, or run where a GPU is")
+    if not spec.gpus_per_trial:
+        print("notice: --device cuda without --gpus-per-trial: Ray does not count the GPU, so up to "
+              f"{spec.max_concurrent} trials share it unscheduled", flush=True)
 
 
 def _spec(args: argparse.Namespace):
     from .campaign.spec import CampaignSpec, load_campaign
 
     spec = load_campaign(args.spec)
-    changes: dict = {}
+    changes: dict = resource_changes(args)
     if args.budget is not None:
         if args.budget < 1:
             raise ConfigError(f"--budget {args.budget}: expected an integer >= 1")
@@ -93,21 +154,27 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         for table in spec.tables:
             print(f"## {table}\n\n{across_datasets(outs, table)}")
         return 0
+    if args.action == "run":
+        check_device(spec)  # before the data and the plan's probe: minutes, for trials that would all fail
     out = _out(spec, args)
     data_dir = campaign_data_dir(args.dataset, args.data_dir)
     cpus = args.num_cpus or os.cpu_count() or 1
-    plan = plan_campaign(spec, args.dataset, out, data_dir, probe=not (args.action == "plan" and args.no_probe))
+    plan = plan_campaign(spec, args.dataset, out, data_dir, probe=not args.no_probe)
     print(format_plan(plan, cpus), flush=True)
     if args.action == "plan":
         return 0
-    from .campaign.run import run_campaign
+    from .campaign.run import CampaignInterrupted, run_campaign
     from .tuning.runner import init_ray
 
     out.mkdir(parents=True, exist_ok=True)
     uri = args.tracking_uri or f"sqlite:///{(out / 'mlruns.db').resolve()}"
     init_ray(args.num_cpus)
-    record = run_campaign(spec, args.dataset, out, storage=args.storage, tracking_uri=uri, data_dir=data_dir,
-                          estimate=plan)
+    try:
+        record = run_campaign(spec, args.dataset, out, storage=args.storage, tracking_uri=uri, data_dir=data_dir,
+                              estimate=plan)
+    except CampaignInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr, flush=True)
+        return 130
     done = all(t["finished"] == t["trials"] for t in record["tables"].values())
     print(f"campaign {spec.name} on {args.dataset}: {len(record['stages'])} stages, {len(record['tables'])} tables; "
           f"wrote {out / 'campaign.json'}")

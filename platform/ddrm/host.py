@@ -12,6 +12,9 @@ import functools
 import platform
 
 HOST_TAGS = ("cpu_model", "cpu_capability", "torch_version")  # the keys of host_tags(): tags, runs.csv columns
+# where a trial ran (tags its trainable reports; runs.csv columns): the torch device (cpu, cuda:0) and the CPU and
+# GPU shares Ray assigned it (1, 0.125: eight trials on one GPU)
+PLACEMENT_COLUMNS = ("device", "trial_cpus", "trial_gpus")
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ import yaml
 from ..config import Config, config_from_dict
 from .estimate import (epoch_seconds, final_epochs_cap, load_probes, probe_epoch, probe_key, save_probes,
                        search_epochs)
-from .run import CHOSEN_FILE, fixed_config, search_spec
+from .run import CHOSEN_FILE, fixed_config, resources_record, search_spec
 from .spec import CampaignSpec, stage_order
 
 
@@ -98,6 +98,7 @@ def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: s
     total = sum(s.get("cpu_hours", 0.0) for s in stages.values()) + sum(t.get("cpu_hours", 0.0) for t in tables.values())
     return {"campaign": spec.name, "dataset": dataset, "budget": spec.budget, "search_seed": spec.search_seed,
             "table_seeds": list(spec.table_seeds), "levels": stage_order(spec), "stages": stages, "tables": tables,
+            "resources": resources_record(spec),
             "cpu_hours": total if probe else None, "probes": {k: v for k, v in probes.items()} if probe else {}}
 
 
@@ -107,6 +108,10 @@ def format_plan(plan: dict[str, Any], cpus: int) -> str:
              f"{len(plan['levels'])} levels, {len(plan['tables'])} table(s); budget {plan['budget']} trials per "
              f"searched stage (a grid: all of it); searches at seed {plan['search_seed']}, tables at seeds "
              f"{plan['table_seeds']}"]
+    if plan.get("resources"):
+        r = plan["resources"]
+        lines.append(f"trials: up to {r['max_concurrent']} at once, each {r['cpus_per_trial']:g} CPU(s) and "
+                     f"{r['gpus_per_trial']:g} GPU(s), train.device {r['device'] or 'as the spaces say'}")
     for number, level in enumerate(plan["levels"], 1):
         lines.append(f"level {number}:")
         for stage in level:

@@ -9,6 +9,10 @@ campaign folder ``<out>`` holds per stage its report and ``chosen_config.yaml``,
 ``campaign.json`` (what ran, what was imported, the estimated and the actual cost). A stage may also import an
 earlier search (spec ``imports``): its rows that are the stage's experiment join the study, without test
 metrics, and count toward the budget (:mod:`.imports`).
+
+A SIGINT stops the campaign cleanly: inside a study's trials Tune ends the study (its finished trials are in the
+folder's ``runs.csv`` already) and the campaign stops there (:class:`CampaignInterrupted`, no chosen config from a
+partial search); anywhere else it stops at once (``KeyboardInterrupt``). Rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,17 @@ from .spec import CampaignSpec, import_path, space_path, stage_order
 CHOSEN_FILE = "chosen_config.yaml"
 
 
+class CampaignInterrupted(KeyboardInterrupt):
+    """A study of the campaign was stopped by a SIGINT before its end; the campaign stops after it."""
+
+
+def stop_if_interrupted(summary: dict[str, Any], part: str, folder: Path) -> None:
+    """:class:`CampaignInterrupted` when the study of ``part`` was stopped before its end."""
+    if summary.get("interrupted"):
+        raise CampaignInterrupted(f"{part} was interrupted; its ended trials are kept in {folder / 'runs.csv'}; "
+                                  f"rerun the command to resume")
+
+
 def study_name(spec: CampaignSpec, dataset: str, part: str) -> str:
     """The MLflow experiment / Tune run name of one stage or table of the campaign on ``dataset``."""
     return f"{spec.name}-{dataset}-{part}"
@@ -53,6 +68,18 @@ def stage_overrides(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[s
     return {**flatten(spec.base), "data.name": dataset, **inherited(spec, stage, chosen)}
 
 
+def trial_resources(spec: CampaignSpec) -> Resources:
+    """Every trial's CPU and GPU share and device (:class:`Resources`: where it runs, not part of its config's
+    identity, so a stage resumes on another device from its runs.csv)."""
+    return Resources(spec.cpus_per_trial, spec.gpus_per_trial, spec.device)
+
+
+def resources_record(spec: CampaignSpec) -> dict[str, Any]:
+    """The resources as ``campaign.json`` and the plan record them."""
+    return {"max_concurrent": spec.max_concurrent, "cpus_per_trial": spec.cpus_per_trial,
+            "gpus_per_trial": spec.gpus_per_trial, "device": spec.device}
+
+
 def grid_size(search: SearchSpec) -> int:
     return math.prod(len(d["values"]) for d in search.space.values()) * search.num_samples
 
@@ -69,7 +96,7 @@ def search_spec(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, 
     overrides = {k: v for k, v in overrides.items() if k not in searched}  # the space's own keys are searched
     search = load_search_spec(path, overrides)
     search = replace(search, name=study_name(spec, dataset, stage), seeds=(spec.search_seed,),
-                     max_concurrent=spec.max_concurrent, resources=Resources(spec.cpus_per_trial, 0.0))
+                     max_concurrent=spec.max_concurrent, resources=trial_resources(spec))
     if search.mode == "grid":
         if grid_size(search) > spec.budget:
             raise ConfigError(f"{path}: its grid has {grid_size(search)} points, over the campaign's budget of "
@@ -99,7 +126,7 @@ def table_spec(spec: CampaignSpec, table: str, dataset: str, chosen: dict[str, C
                 for row, stage in rows.items()}
     return AblationSpec(name=study_name(spec, dataset, table), base={}, seeds=tuple(spec.table_seeds),
                         variants=variants, reference=spec.tables[table].reference,
-                        resources=Resources(spec.cpus_per_trial, 0.0), max_concurrent=spec.max_concurrent,
+                        resources=trial_resources(spec), max_concurrent=spec.max_concurrent,
                         max_failures=1, source=spec.source, description=spec.tables[table].description,
                         trials=[(v, s) for v in variants for s in spec.table_seeds],
                         declared=spec.tables[table].declared(f"{spec.source}: tables.{table}"))
@@ -162,6 +189,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
     record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": _relative(spec.source),
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
+                              "resources": resources_record(spec),
                               "data": dataset_facts(dataset, data_dir), "estimate": estimate or {}}
     for level in stage_order(spec):
         for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
@@ -178,6 +206,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
             sources = [s for s in (imported, earlier.rows if earlier else None) if s is not None]
             summary = run_search(search, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
                                  resume=True, import_runs=sources or None, snapshot_to=folder)
+            stop_if_interrupted(summary, f"stage {stage}", folder)
             chosen[stage] = best_config(search, summary)
             _copy_report(summary.get("report"), folder)
             _write_chosen(folder, chosen[stage], f"stage {stage}: the best of {summary['finished']} finished trials "
@@ -196,6 +225,7 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
         imported = _runs_csv(folder)
         summary = run_ablation(ablation, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, resume=True,
                                import_runs=imported, snapshot_to=folder)
+        stop_if_interrupted(summary, f"table {table}", folder)
         _copy_report(summary.get("report"), folder)
         record["tables"][table] = {"trials": summary["trials"], "finished": summary["finished"],
                                    "errored": summary["errored"], "imported_from": _relative(imported),

@@ -7,6 +7,10 @@
     search_seed: 0                # every search runs at this seed ...
     table_seeds: [1, 2, 3, 4, 5]  # ... and every table at these, which must not include it
     base: {train: {epochs: 100}}  # config applied to every stage (the dataset is set by --dataset)
+    max_concurrent: 2             # trials at once (--max-concurrent), each with
+    cpus_per_trial: 1             # ... this many CPUs (--cpus-per-trial) and
+    gpus_per_trial: 0             # ... this share of a GPU (--gpus-per-trial; 0.125: eight trials on one GPU)
+    device: null                  # every trial's train.device (--device cuda|cpu|auto); null: the spaces' own
     stages:
       mf: {space: spaces/mf.yaml}                                  # a search (path relative to this file)
       mf_ddrm: {space: spaces/ddrm.yaml, inherit: {mf: ["model.*"]}}  # DDRM on mf's chosen backend
@@ -22,7 +26,8 @@
 ``inherit`` copies the keys of an upstream stage's *chosen* config that match the patterns (fnmatch on dotted
 keys) into this stage's base: a plug-in is searched on its backend's tuned config, and no config is ever copied
 by hand. The protocol rules this file enforces (DESIGN §4a): equal budget, table seeds disjoint from the search
-seed, stages in dependency order.
+seed, stages in dependency order. The resources and the device say where trials run, not what they compute:
+they enter no study key, so a campaign made on CPUs resumes on a GPU and back (:class:`ddrm.tuning.spec.Resources`).
 
 ``imports`` names, per dataset and search stage, the ``runs.csv`` of a search run before the campaign: its rows
 that are the same experiment as the stage (:mod:`.imports`) join the stage's study as finished trials, without
@@ -32,12 +37,23 @@ their test metrics, and count toward its budget.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..config import TrainConfig
+
+DEVICES = get_args(TrainConfig.model_fields["device"].annotation)  # train.device's values: auto, cpu, cuda
 from ..errors import ConfigError
 from ..params import MAX_SEED
+
+
+def gpu_share_error(value: float) -> str | None:
+    """Why ``value`` is not a GPU share Ray can schedule (a fraction in (0, 1] or a whole number; 0: no GPU),
+    or None."""
+    if value < 0 or (value > 1 and not float(value).is_integer()):
+        return "expected a fraction of one GPU in (0, 1] or a whole number of GPUs (0: none)"
+    return None
 
 
 class _Strict(BaseModel):
@@ -86,11 +102,20 @@ class CampaignSpec(_Strict):
     base: dict[str, Any] = Field(default_factory=dict)
     max_concurrent: int = Field(default=2, ge=1)
     cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)  # a fraction of one GPU in (0, 1], or whole GPUs
+    device: Literal[DEVICES] | None = None  # every trial's train.device; None: what the spaces say
     results: str | None = None  # the campaign folders' parent, relative to this file (one folder per dataset)
     stages: dict[str, StageSpec] = Field(min_length=1)
     imports: dict[str, dict[str, str]] = Field(default_factory=dict)  # {dataset: {stage: runs.csv}}, relative
     tables: dict[str, TableSpec] = Field(default_factory=dict)
     source: str = ""  # the file it was read from (set by load_campaign)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _gpu_share(cls, value: float) -> float:
+        if gpu_share_error(value):
+            raise ValueError(f"{value:g}: {gpu_share_error(value)}")
+        return value
 
     @model_validator(mode="after")
     def _protocol(self) -> "CampaignSpec":

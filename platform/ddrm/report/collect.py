@@ -16,11 +16,12 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DDRMError
-from ..host import HOST_TAGS
+from ..host import HOST_TAGS, PLACEMENT_COLUMNS
 from ..tracking import _client, search_all_runs
 
-# provenance columns (empty when a run lacks the tag): code, source of a replayed/imported run, host it ran on
-RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit", *HOST_TAGS)
+# provenance columns (empty when a run lacks the tag): code, source of a replayed/imported run, host it ran on,
+# its device and Ray resource shares
+RUN_TAGS = ("reused_from", "imported_from", "code_fingerprint", "git_commit", *HOST_TAGS, *PLACEMENT_COLUMNS)
 MODEL_PARAM_KEYS = ("model.name", "backend.name")  # without a `model` tag, the first present names the model
 #                                                   (backend.name: runs logged in the old config shape, ddrm.legacy)
 

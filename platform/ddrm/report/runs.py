@@ -2,8 +2,9 @@
 
 ``runs.csv`` columns: ``model, variant, seed, run_id, tracking_store, git_commit, code_fingerprint, reused_from,
 imported_from, cpu_model, cpu_capability, torch_version`` (the host a trained run ran on; empty for a replayed
-one), ``epoch`` (the last evaluated), every final metric (``test_*`` — none for a search, whose trials score no
-test —, ``best_*``, ``diag_*``), the run's cost (``cost_wall_seconds``, ``cost_cpu_seconds``, ``cost_epochs``,
+one), ``device, trial_cpus, trial_gpus`` (its torch device and the CPU / GPU shares Ray assigned it; empty for
+a replayed run or one logged before they were recorded), ``epoch`` (the last evaluated), every final metric
+(``test_*`` — none for a search, whose trials score no test —, ``best_*``, ``diag_*``), the run's cost (``cost_wall_seconds``, ``cost_cpu_seconds``, ``cost_epochs``,
 ``cost_backend_from_cache``; a replayed run's are its source's: ``reused_from`` says so), the last logged
 validation metrics (``valid_*``; for a trial ASHA stopped, the value it was judged on) and every param
 (``param.<dotted key>``) — everything a study needs to continue from the file alone (``--import-runs``).
@@ -26,11 +27,11 @@ import pandas as pd
 import yaml
 
 from ..config import config_from_dict, parse_value
-from ..host import HOST_TAGS
+from ..host import HOST_TAGS, PLACEMENT_COLUMNS
 from ..metrics import BEST, is_record_column
 
 ID_COLUMNS = ("model", "variant", "seed", "run_id", "tracking_store", "git_commit", "code_fingerprint",
-              "reused_from", "imported_from", *HOST_TAGS)
+              "reused_from", "imported_from", *HOST_TAGS, *PLACEMENT_COLUMNS)
 
 
 def relative_uri(uri: str) -> str:

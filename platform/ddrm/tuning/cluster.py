@@ -8,6 +8,7 @@ autoscaler, can hold — otherwise Tune would wait forever.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -55,7 +56,7 @@ def fit_resources(resources: Resources) -> Resources:
         print(f"resources: the spec asks for cpu={resources.cpu:g}, gpu={resources.gpu:g} per trial; this local Ray "
               f"has CPU={total.get('CPU', 0):g}, GPU={total.get('GPU', 0):g}, so each trial gets cpu={cpu:g}, "
               f"gpu={gpu:g}", flush=True)
-    return Resources(cpu=cpu, gpu=gpu)
+    return replace(resources, cpu=cpu, gpu=gpu)
 
 
 WAIT_ENV = "DDRM_WAIT_FOR_RESOURCES"  # "1": start a study whose trials fit no node yet (nodes will be added by hand)

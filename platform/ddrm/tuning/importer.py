@@ -19,13 +19,13 @@ from typing import Collection, Union
 import pandas as pd
 
 from ..errors import ConfigError
-from ..host import HOST_TAGS
+from ..host import HOST_TAGS, PLACEMENT_COLUMNS
 from ..legacy import upgrade_params
 from ..metrics import is_record_column
 from ..tracking import _client, search_all_runs
 
 IMPORT_TAG = "imported_from"
-PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from", *HOST_TAGS)
+PROVENANCE_TAGS = ("code_fingerprint", "git_commit", "reused_from", *HOST_TAGS, *PLACEMENT_COLUMNS)
 REQUIRED = ("model", "variant", "seed", "run_id", "tracking_store")
 RunsSource = Union[str, Path, pd.DataFrame]  # a runs.csv, or rows read from one (its name in attrs["source"])
 

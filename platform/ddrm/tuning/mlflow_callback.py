@@ -11,7 +11,7 @@ import yaml
 from ray.tune import Callback
 
 from ..codeversion import run_tags
-from ..host import HOST_TAGS
+from ..host import HOST_TAGS, PLACEMENT_COLUMNS
 from ..metrics import epoch_metrics, final_metrics, is_final
 from ..tracking import _client, _error_text, get_or_create_experiment
 from .plan import StudyPlan
@@ -19,8 +19,9 @@ from .reuse import REUSE_TAG, flat_params
 from .spec import MODEL_SEPARATOR
 
 
-# reported by the trainable with every result: where the trial ran and on what (CPU model, torch kernels)
-PLACEMENT_TAGS = ("node_id", "node_ip", "device", *HOST_TAGS)
+# reported by the trainable with every result: where the trial ran, its device and resource shares, and on what
+# (CPU model, torch kernels)
+PLACEMENT_TAGS = ("node_id", "node_ip", *PLACEMENT_COLUMNS, *HOST_TAGS)
 
 
 class MLflowTrialCallback(Callback):

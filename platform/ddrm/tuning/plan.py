@@ -62,7 +62,8 @@ class StudyPlan:
     ``resumed_runs``: ``{trial_key: run id}`` of trials that finished before a resume from the tracking store
     (their runs are not logged to again); ``evaluate_test``: whether the trials score the test split — true for
     an ablation (its table is of test metrics), false for a search, whose trials choose on validation and never
-    compute test (``train.run(evaluate_test=...)``).
+    compute test (``train.run(evaluate_test=...)``); ``device``: every trial's ``train.device`` (None: the
+    config's), applied to the trial's config only: ``base`` and ``trials`` (the study's identity) stay without it.
     """
 
     base: dict[str, Any]
@@ -74,6 +75,7 @@ class StudyPlan:
     reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumed_runs: dict[str, str] = field(default_factory=dict)
     evaluate_test: bool = True
+    device: str | None = None
 
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's ``param_space`` values with list-valued choices decoded (``variant`` left out)."""
@@ -85,10 +87,14 @@ class StudyPlan:
         return trial_key(str(params.get("variant", NO_VARIANT)), params.get("seed", 0))
 
     def config(self, params: Mapping[str, Any]) -> Config:
-        """The validated config of the trial with these ``param_space`` values."""
+        """The validated config of the trial with these ``param_space`` values (``device`` applied)."""
         if "variant" in params:
-            return self.trials[self.key(params)]
-        return config_from_dict(apply_overrides(self.base, self.decode(params)))
+            config = self.trials[self.key(params)]
+        else:
+            config = config_from_dict(apply_overrides(self.base, self.decode(params)))
+        if self.device is None or config.train.device == self.device:
+            return config
+        return config.replace({"train.device": self.device})
 
     def base_config(self) -> Config:
         return config_from_dict(self.base)

@@ -15,7 +15,8 @@ from .plan import StudyContext
 
 
 def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | None = None,
-                      min_uses: int = 1, evaluate_test: bool = True) -> int:
+                      min_uses: int = 1, evaluate_test: bool = True, device: str | None = None,
+                      gpus: float = 0.0) -> int:
     """Train each distinct backend among ``configs`` once (into the shared cache); returns how many were new.
 
     Skipped: standalone models (they train no backend), reference checkpoints, backends already cached, and
@@ -24,7 +25,9 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     ``threads``: torch threads per training (a trial's CPU share). With Ray up and several backends to
     train, each is a Ray task holding ``threads`` CPUs, so they run side by side on the study's CPUs.
     ``evaluate_test``: false for a search (its backends are not scored on test either; a later run that needs
-    test scores the cached backend then, :func:`ddrm.train.fit_backend`).
+    test scores the cached backend then, :func:`ddrm.train.fit_backend`). ``device``: where they train (a study's
+    ``--device``, :func:`ddrm.train.select_device`; None: the CPU), each Ray task then holding ``gpus`` of a GPU
+    (the trials' share). The cache key has no device: a backend trained on a GPU serves CPU trials and back.
     """
     from .. import cache
     from .. import train as training
@@ -55,8 +58,9 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     if len(todo) > 1 and _ray_up():
         import ray
 
-        task = ray.remote(num_cpus=max(1, threads or 1), max_retries=0)(_pretrain_one)
-        pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads, None, evaluate_test): c
+        task = ray.remote(num_cpus=max(1, threads or 1), num_gpus=gpus if device else 0.0,  # on the CPU: none
+                          max_retries=0)(_pretrain_one)
+        pending = {task.remote(c, str(ctx.data_dir), str(ctx.cache_dir), threads, None, evaluate_test, device): c
                    for c in todo}
         while pending:  # report each backend as it finishes, not all at the end
             (ready,), _ = ray.wait(list(pending), num_returns=1)
@@ -64,7 +68,7 @@ def pretrain_backends(configs: list[Config], ctx: StudyContext, threads: int | N
     else:
         for config in todo:
             finished(config, *_pretrain_one(config, str(ctx.data_dir), str(ctx.cache_dir), threads,
-                                            datasets[config.data], evaluate_test))
+                                            datasets[config.data], evaluate_test, device))
     return trained
 
 
@@ -75,7 +79,7 @@ def _ray_up() -> bool:
 
 
 def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | None,
-                  data: Any = None, evaluate_test: bool = True) -> tuple[str, bool]:
+                  data: Any = None, evaluate_test: bool = True, device: str | None = None) -> tuple[str, bool]:
     """Train one backend into the cache (a Ray task or in the driver); ``(message, trained)``."""
     import torch
 
@@ -88,7 +92,8 @@ def _pretrain_one(config: Config, data_dir: str, cache_dir: str, threads: int | 
     try:
         data = data if data is not None else training.load_dataset(config, data_dir)
         shown = evaluation_printer(f"pretraining-{config.model.name}-seed{config.seed}")  # a line per evaluation
-        _, result = training.fit_backend(config, data, torch.device("cpu"), callback=shown, progress=False,
+        where = training.select_device(device) if device else torch.device("cpu")
+        _, result = training.fit_backend(config, data, where, callback=shown, progress=False,
                                          cache_dir=cache_dir, evaluate_test=evaluate_test)
     except training.TrainingDiverged as exc:  # the trials that need it will fail on their own
         return str(exc), False

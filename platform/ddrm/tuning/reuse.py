@@ -13,7 +13,7 @@ never replayed into a study that needs them (:func:`find_reusable` ``with_test``
 source's ``cost_*`` metrics (what the result cost where it was trained), and its ``reused_from`` tag marks it:
 reports count no replayed run's cost. :func:`explain_misses` says, for each trial that found no match, what
 differed in the closest run. The CPU share Ray gives a trial is a resource, not a config key, so it is not compared (it changes results
-only by float rounding).
+only by float rounding); nor is ``train.device`` (:data:`PLACEMENT_KEYS`: where a run computed, not what).
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from ..errors import ConfigError
 from ..legacy import upgrade_params
 from ..metrics import FINAL_PREFIXES, TEST, VALID, epoch_from_logged, final_from_logged
 from ..tracking import _client, resolve_tracking_uri, search_all_runs, sqlite_store_missing
+
 from .plan import trial_key  # noqa: F401 - re-exported: trials are keyed as the plan keys them
+
+PLACEMENT_KEYS = ("train.device",)  # where a run computes, not what: a reuse match ignores them
 
 PARAM_LIMIT = 6000  # MLflow's param value length limit; params are logged truncated to it
 REUSE_TAG = "reused_from"
@@ -36,6 +39,11 @@ FINGERPRINT_TAG = "code_fingerprint"
 def flat_params(config: Config) -> dict[str, str]:
     """The params a trial run logs: the flat config, values as (truncated) strings."""
     return {k: str(v)[:PARAM_LIMIT] for k, v in config.to_flat_dict().items()}
+
+
+def identity(params: dict[str, str]) -> frozenset:
+    """What a reuse match compares of logged params: all but the placement keys (``train.device``)."""
+    return frozenset((k, v) for k, v in params.items() if k not in PLACEMENT_KEYS)
 
 
 def check_source(uri: str) -> str:
@@ -53,7 +61,7 @@ def has_test(run) -> bool:
 
 
 def finished_trial_runs(uri: str, with_test: bool = False) -> dict[frozenset, Any]:
-    """``{frozenset(params.items()): run}`` over every FINISHED trial run of every experiment in ``uri``
+    """``{identity(params): run}`` over every FINISHED trial run of every experiment in ``uri``
     (the most recent run where several share a config); ``with_test``: only runs with test metrics."""
     client = _client(uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
@@ -63,7 +71,7 @@ def finished_trial_runs(uri: str, with_test: bool = False) -> dict[frozenset, An
     for run in runs:
         if with_test and not has_test(run):
             continue
-        key = frozenset(upgrade_params(run.data.params).items())  # old-shape runs: ddrm.legacy
+        key = identity(upgrade_params(run.data.params))  # old-shape runs: ddrm.legacy
         if key not in found or run.info.start_time > found[key].info.start_time:
             found[key] = run
     return found
@@ -95,7 +103,7 @@ def find_reusable(trials: list[tuple[str, int, Config]], uris: list[str],
     """``{trial_key(variant, seed): replay record}`` for each trial whose flat config matches a FINISHED trial
     run in one of ``uris`` (searched in order) that was produced by the same code; ``with_test`` (an ablation's
     trials): only runs that scored test, never a search's trial."""
-    wanted = {trial_key(v, s): (frozenset(flat_params(c).items()), c) for v, s, c in trials}
+    wanted = {trial_key(v, s): (identity(flat_params(c)), c) for v, s, c in trials}
     reuse: dict[str, dict[str, Any]] = {}
     for uri in uris:
         runs = finished_trial_runs(uri, with_test)
@@ -122,7 +130,8 @@ def explain_misses(trials: list[tuple[str, int, Config]], uris: list[str],
 
         def differing(run) -> list[str]:
             logged = run.data.params
-            return sorted(k for k in set(params) | set(logged) if params.get(k) != logged.get(k))
+            return sorted(k for k in set(params) | set(logged)
+                          if params.get(k) != logged.get(k) and k not in PLACEMENT_KEYS)
 
         uri, closest = min(runs, key=lambda pair: len(differing(pair[1])))
         diff = differing(closest)

@@ -8,10 +8,13 @@ machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it joins the clu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,29 @@ def _rows(results) -> list[dict[str, Any]]:
     return rows
 
 
+@contextlib.contextmanager
+def sigint_restored():
+    """Run Tune, then put back the SIGINT handler it found: Tune installs its own for a run and leaves it, so a
+    SIGINT after the run (building the report, the next study's set-up) would reach that stale handler and be
+    lost instead of stopping the program."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupted(rows: list[dict[str, Any]], expected: int | None = None) -> bool:
+    """Whether Tune stopped the study before its end (a SIGINT: Tune ends the run, saves its state and returns):
+    a trial that neither ended (Tune marks a trial that returned, or that a scheduler stopped, ``done``) nor
+    failed, or fewer trials than ``expected`` (a TPE search's ``num_samples``)."""
+    unfinished = any(not r["error"] and not r["metrics"].get("done") for r in rows)
+    return unfinished or (expected is not None and len(rows) < expected)
+
+
 def _publish(ctx: StudyContext, name: str, parent: str, kind: str, best: dict[str, Any] | None = None,
              searched: list[str] | tuple[str, ...] = (), objective: str = "recall_at_20") -> Path | None:
     """The report of the study's experiment into ``<storage>/<name>/report/``, logged to the parent run with
@@ -174,13 +200,25 @@ def _stored_rows(spec: SearchSpec, ctx: StudyContext, parent: str, rows: list[di
     return [_previous_row(p) for p in stored if p.trial_id not in seen]
 
 
+def best_row(finished: list[dict[str, Any]], spec: SearchSpec) -> dict[str, Any]:
+    """The finished trial with the highest validation objective; a tie goes to the sampled values that sort first
+    (as JSON), so a resumed search, whose earlier trials come from the store in another order, chooses the same
+    config and its dependent stages and tables keep their studies."""
+    def rank(row: dict[str, Any]) -> tuple[float, str]:
+        sampled = {k: row["config"].get(k) for k in spec.space}
+        return -row["metrics"].get(spec.metric, -1.0), json.dumps(sampled, sort_keys=True, default=str)
+
+    return min(finished, key=rank)
+
+
 def search_plan(spec: SearchSpec, ctx: StudyContext, resources: Resources) -> StudyPlan:
     """The plan of a search: its base config, which searched keys carry list-valued choices, and no test: its
     trials are compared on validation and never score the test split."""
     encoded = tuple(k for k, d in spec.space.items()
                     if d["type"] == "choice" and any(isinstance(v, (list, dict)) for v in d["values"]))
     return StudyPlan(base=spec.base, data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir),
-                     threads=_threads(resources), encoded=encoded, evaluate_test=False)  # chosen on validation
+                     threads=_threads(resources), encoded=encoded, evaluate_test=False,  # chosen on validation
+                     device=resources.device)
 
 
 def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str | None = None,
@@ -208,7 +246,7 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     base_config = plan.base_config()
     if not any(k.startswith(("model.", "denoise.")) for k in spec.space) and base_config.ddrm.enabled:
         pretrain_backends([base_config.replace({"seed": s}) for s in spec.seeds], ctx, threads=plan.threads,
-                          evaluate_test=plan.evaluate_test)
+                          evaluate_test=plan.evaluate_test, device=plan.device, gpus=resources.gpu)
     key = _study_key("tune", spec.name, {"base": base_config.to_flat_dict(), "space": spec.space, "mode": spec.mode},
                      ctx.storage)  # the validated base: the same study whichever key names its YAML used
     parent = tracking.start_parent_run(ctx.tracking_uri, spec.name, key,
@@ -250,19 +288,22 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=search_alg, scheduler=scheduler,
                                   num_samples=num_samples, max_concurrent_trials=grid_limit)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
-    rows = []
+    rows, stopped = [], False
     if num_samples:
         callbacks = _callbacks(callback, ctx, parent, snapshot_to)
         tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
                        resume and not previous, searched=list(spec.space))
-        rows = _rows(tuner.fit())
+        with sigint_restored():
+            rows = _rows(tuner.fit())
+        stopped = interrupted(rows, num_samples if spec.mode == "tpe" else None)  # SIGINT: Tune returned early
     if resume:  # the store's finished trials that Tune's (restored or new) experiment does not hold
         rows += _stored_rows(spec, ctx, parent, rows)
     finished = [r for r in rows if r["done"]]
-    best = max(finished, key=lambda r: r["metrics"].get(spec.metric, -1.0)) if finished else None
+    best = best_row(finished, spec) if finished else None
     summary = {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent,
                "trials": len(rows), "finished": len(finished), "errored": sum(1 for r in rows if r["error"]),
-               "epochs_spent": int(sum(r["metrics"].get("epoch", 0) for r in rows)), "best": None}
+               "epochs_spent": int(sum(r["metrics"].get("epoch", 0) for r in rows)), "best": None,
+               "interrupted": stopped}
     if best is not None:  # validation only: a search's trials score no test (rerun the best config for that)
         summary["best"] = {"params": plan.decode(best["config"]),
                            "valid": {k: best["metrics"][k] for k in REPORT_METRICS}}
@@ -319,7 +360,7 @@ def ablation_plan(spec: AblationSpec, ctx: StudyContext, resources: Resources) -
     return StudyPlan(base=spec.base, data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir),
                      threads=_threads(resources),
                      trials={trial_key(v, s): c for (v, s), c in spec.configs().items()},
-                     evaluate_test=True)  # an ablation's table is of test metrics
+                     evaluate_test=True, device=resources.device)  # an ablation's table is of test metrics
 
 
 def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: str | None = None,
@@ -377,14 +418,16 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
               f"and are replayed, not trained", flush=True)
     plan = plan.with_changes(reuse=reuse, resumed_runs=resumed_runs)
     pretrain_backends([c for v, s, c in trials if trial_key(v, s) not in reuse],  # replayed trials need none
-                      ctx, threads=plan.threads, min_uses=2, evaluate_test=plan.evaluate_test)
+                      ctx, threads=plan.threads, min_uses=2, evaluate_test=plan.evaluate_test,
+                      device=plan.device, gpus=resources.gpu)
     param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
     tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     callbacks = _callbacks(callback, ctx, parent, snapshot_to)
     tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
                    resume and not restarting)
-    rows = _rows(tuner.fit())
+    with sigint_restored():
+        rows = _rows(tuner.fit())
     table, stats = ablation_table(spec, plan, rows)
     tracking.log_table(ctx.tracking_uri, parent, table + "\n", "table.md")  # the report's table.md replaces it
     done = sum(1 for r in rows if r["done"])
@@ -392,4 +435,4 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     tracking.finish_run(ctx.tracking_uri, parent, "FINISHED" if done else "FAILED")
     return {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent, "table": table,
             "variants": stats, "trials": len(rows), "finished": done,
-            "errored": sum(1 for r in rows if r["error"]), "report": report}
+            "errored": sum(1 for r in rows if r["error"]), "report": report, "interrupted": interrupted(rows)}

@@ -75,10 +75,13 @@ VALID_METRICS = {f"{kind}_at_{k}" for kind in ("recall", "ndcg") for k in (10, 2
 
 @dataclass(frozen=True)
 class Resources:
-    """Per-trial resources; ``gpu`` may be fractional."""
+    """Per-trial resources; ``gpu`` may be fractional. ``device``: every trial's ``train.device`` (None: its
+    config's), set when the trial is built (:meth:`.plan.StudyPlan.config`): where a trial computes, not what, so
+    it enters no study key and a study resumes across devices."""
 
     cpu: float = 1.0
     gpu: float = 0.0
+    device: str | None = None
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,9 @@ def trial_threads(planned: int) -> int:
 
 def trial_placement(device_name: str) -> dict[str, str]:
     """Where this trial runs, reported with every result (the MLflow callback tags the run with it): Ray's
-    node id (distinct for nodes that share an IP), the node's IP, the torch device (``cpu``, ``cuda:0``) and
-    the host's CPU model / torch kernel ISA / torch version (:func:`ddrm.host.host_tags`)."""
+    node id (distinct for nodes that share an IP), the node's IP, the torch device (``cpu``, ``cuda:0``), the CPU
+    and GPU shares Ray assigned the trial (``trial_cpus``, ``trial_gpus``) and the host's CPU model / torch
+    kernel ISA / torch version (:func:`ddrm.host.host_tags`)."""
     import ray
 
     from ..host import host_tags
@@ -97,6 +98,13 @@ def trial_placement(device_name: str) -> dict[str, str]:
         context = ray.get_runtime_context()
         placement["node_id"] = context.get_node_id()
         placement["node_ip"] = ray.util.get_node_ip_address()
+        try:
+            assigned = context.get_assigned_resources()
+        except AssertionError:  # the driver process: Ray assigns it nothing
+            assigned = None
+        if assigned is not None:
+            placement["trial_cpus"] = f"{assigned.get('CPU', 0.0):g}"
+            placement["trial_gpus"] = f"{assigned.get('GPU', 0.0):g}"
     return placement
 
 
