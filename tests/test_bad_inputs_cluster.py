@@ -207,23 +207,3 @@ def test_a_local_study_starts_its_own_ray_whatever_a_stale_cluster_file_says(mon
         import shutil
 
         shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def test_the_gpu_study_script_parses_and_stops_with_one_line_without_a_gpu(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO_ROOT
-
-    script = REPO_ROOT / "bench" / "gpu_study.sh"
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")  # a GPU-less host
-    (fake / "nvidia-smi").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}:{Path(sys.executable).parent}:/usr/bin:/bin"}
-    done = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / "out.json")], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and done.stderr.startswith("error: no NVIDIA GPU visible"), done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.json").exists()

@@ -180,23 +180,24 @@ def test_a_campaign_run_with_resource_flags_records_them_in_every_runs_csv_row(t
     assert record["resources"] == {"max_concurrent": 1, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "device": "cpu"}
 
 
-def test_the_gpu_campaign_script_parses_and_stops_with_one_line_without_a_gpu(tmp_path):
-    script = REPO_ROOT / "bench" / "gpu_campaign.sh"
+@pytest.mark.parametrize("script, out", [("gpu_campaign.sh", "out"), ("gpu_study.sh", "out.json")])
+def test_the_gpu_scripts_parse_and_stop_with_one_line_without_a_gpu(tmp_path, script, out):
+    script = REPO_ROOT / "bench" / script
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")  # a GPU-less host
     (fake / "nvidia-smi").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{Path(sys.executable).parent}:/usr/bin:/bin"}
-    done = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / "out")], env=env,
+    done = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / out)], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("error: no NVIDIA GPU visible"), done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / out).exists()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200'\n")  # a GPU torch cannot see (CPU build)
-    done = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / "out")], env=env,
+    done = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / out)], env=env,
                           capture_output=True, text=True, timeout=120)
     import torch
 
     if not torch.cuda.is_available():
         assert done.returncode == 2 and "sees no CUDA device next to 'NVIDIA H200'" in done.stderr, done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+        assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / out).exists()
