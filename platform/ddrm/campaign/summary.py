@@ -115,21 +115,23 @@ def estimate_cell(estimate: dict[str, Any] | None, actual: float | None) -> str:
 
 
 def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
-    """The stages done so far: kind, finished trials (failed), trial-epochs, recorded CPU-hours, best validation
-    R@20 (a search chooses on validation; its report shows no test)."""
+    """The stages done so far: kind, trials (failed), those trained to the end (not stopped by ASHA: the config is
+    chosen among them), trial-epochs, recorded CPU-hours, best validation R@20 (a search chooses on validation;
+    its report shows no test)."""
     lines = ["", "## Stages (searches at the search seed, validation only)", "",
-             "| stage | kind | finished (failed) | trial-epochs | CPU-h | est. CPU-h (ratio) | best valid R@20 | "
-             "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|"]
+             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | est. CPU-h (ratio) | "
+             "best valid R@20 | "
+             "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|---|"]
     estimates = (record.get("estimate") or {}).get("stages") or {}
     for stage, info in record["stages"].items():
         if info.get("kind") == "fixed":
-            lines.append(f"| {stage} | fixed | – | – | – | – | – | – |")
+            lines.append(f"| {stage} | fixed | – | – | – | – | – | – | – |")
             continue
         budget = stage_budget(out / "stages" / stage)
         failed = f" ({info['errored']})" if info.get("errored") else ""
         hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
         best = (info.get("best_valid") or {}).get("recall_at_20")
-        lines.append(f"| {stage} | {info.get('mode', 'search')} | {info.get('finished', 0)}{failed} | "
+        lines.append(f"| {stage} | {info.get('mode', 'search')} | {budget['trials']}{failed} | {info.get('finished', 0)} | "
                      f"{budget['trial_epochs']} | {hours} | {estimate_cell(estimates.get(stage), budget['cpu_hours'])} | "
                      f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
