@@ -14,17 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from campaign_spaces import SPACE_MF
 from conftest import REPO_ROOT, local_ray, make_interactions
 
 from ddrm.cli import build_parser, main
 from ddrm.data import write_prepared
 
-SPACE_MF = """mode: tpe
-base: {model: {name: mf, dim: 8}, ddrm: {enabled: false}, train: {epochs: 2, patience: 2, threads: 1}}
-space:
-  model.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
-scheduler: {type: fifo}
-"""
 CAMPAIGN = """name: res
 budget: 2
 search_seed: 0
