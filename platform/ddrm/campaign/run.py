@@ -132,15 +132,17 @@ def table_spec(spec: CampaignSpec, table: str, dataset: str, chosen: dict[str, C
                         declared=spec.tables[table].declared(f"{spec.source}: tables.{table}"))
 
 
-def earlier_search(spec: CampaignSpec, stage: str, dataset: str, search: SearchSpec) -> Selection | None:
+def earlier_search(spec: CampaignSpec, stage: str, dataset: str, search: SearchSpec,
+                   announce: bool = True) -> Selection | None:
     """The rows of the earlier search ``stage`` imports on ``dataset`` (spec ``imports``) that are its
-    experiment, test columns dropped (:mod:`.imports`); None when it imports none. Prints one line: how many rows
-    are imported and why the others are left out."""
+    experiment, test columns dropped (:mod:`.imports`); None when it imports none. ``announce``: print one line,
+    how many rows are imported and why the others are left out (the plan counts them the same way, quietly)."""
     path = import_path(spec, dataset, stage)
     if path is None:
         return None
     selection = select_rows(path, search, source=_relative(str(path)))
-    print(selection.line(stage), flush=True)
+    if announce:
+        print(selection.line(stage), flush=True)
     return selection
 
 
