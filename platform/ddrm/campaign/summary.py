@@ -106,12 +106,25 @@ def campaign_markdown(out: Path) -> str:
 
 
 def estimate_cell(estimate: dict[str, Any] | None, actual: float | None) -> str:
-    """``plan``'s estimate of a stage and the recorded cost's ratio to it (the ±30 % check), e.g. ``0.81 (1.12x)``."""
-    hours = (estimate or {}).get("cpu_hours")
+    """``plan``'s estimate of a stage's trials and the recorded cost's ratio to it (the ±30 % check), with the
+    estimate's rule when the plan named one, e.g. ``0.81 (1.12x)`` or ``0.81 (1.12x; asha x0.64 calibrated)``.
+    The estimate is ``trials_cpu_hours`` (the trials it trains, without the driver's backend pretraining, which no
+    runs.csv row records) where the plan split it, else ``cpu_hours`` (plans made before the split)."""
+    estimate = estimate or {}
+    hours = estimate.get("trials_cpu_hours", estimate.get("cpu_hours"))
     if hours is None:
         return "–"
-    ratio = f" ({actual / hours:.2f}x)" if actual is not None and hours > 0 else ""
-    return f"{hours:.2f}{ratio}"
+    notes = [f"{actual / hours:.2f}x"] if actual is not None and hours > 0 else []
+    notes += [estimate["rule"]] if estimate.get("rule") else []
+    return f"{hours:.2f}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def trained_here(recorded: float | None, estimate: dict[str, Any] | None) -> float | None:
+    """The recorded CPU-hours of a stage's runs.csv less what its rows imported from an earlier search recorded
+    (the plan's ``imported_cpu_hours``): the cost of the trials the estimate is of."""
+    if recorded is None:
+        return None
+    return max(0.0, recorded - float((estimate or {}).get("imported_cpu_hours") or 0.0))
 
 
 def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
@@ -119,7 +132,7 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
     chosen among them), trial-epochs, recorded CPU-hours, best validation R@20 (a search chooses on validation;
     its report shows no test)."""
     lines = ["", "## Stages (searches at the search seed, validation only)", "",
-             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | est. CPU-h (ratio) | "
+             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | est. CPU-h (ratio; rule) | "
              "best valid R@20 | "
              "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|---|"]
     estimates = (record.get("estimate") or {}).get("stages") or {}
@@ -132,10 +145,13 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
         hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
         best = (info.get("best_valid") or {}).get("recall_at_20")
         lines.append(f"| {stage} | {info.get('mode', 'search')} | {budget['trials']}{failed} | {info.get('finished', 0)} | "
-                     f"{budget['trial_epochs']} | {hours} | {estimate_cell(estimates.get(stage), budget['cpu_hours'])} | "
+                     f"{budget['trial_epochs']} | {hours} | "
+                     f"{estimate_cell(estimates.get(stage), trained_here(budget['cpu_hours'], estimates.get(stage)))} | "
                      f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
-    return lines
+    return lines + ["", "est.: `ddrm campaign plan`'s estimate of the trials the stage trains (rows imported from an "
+                    "earlier search and a DDRM stage's backend pretraining by the study's driver excluded on both "
+                    "sides of the ratio); its rule, as `campaign.json` `estimate.rules` defines it."]
 
 
 def across_datasets(outs: dict[str, Path], table: str) -> str:
