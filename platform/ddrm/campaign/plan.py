@@ -298,8 +298,8 @@ def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: s
             "cpu_hours": total if probe else None, "probes": {k: v for k, v in probes.items()} if probe else {}}
 
 
-def _stage_line(stage: str, s: dict[str, Any]) -> list[str]:
-    """A stage's line of the plan, and its calibration's when it has one."""
+def _stage_line(stage: str, s: dict[str, Any], stages: dict[str, Any]) -> list[str]:
+    """A stage's line of the plan, and its calibration's when it has one and trials left to train."""
     inherits = "".join(f" <- {up}[{', '.join(keys)}]" for up, keys in s["inherits"].items())
     trials = f"{s['trials']} trials"
     if s.get("imported"):
@@ -316,11 +316,11 @@ def _stage_line(stage: str, s: dict[str, Any]) -> list[str]:
     rule = f" [{s['rule']}]" if s["kind"] != "fixed" else ""
     imports = f"; imports {s['imports']}" if s.get("imports") else ""
     if s.get("imports") and s.get("provisional"):
-        imports += (f" (count provisional: {', '.join(s['provisional'])} not chosen yet; counted on "
-                    f"{'their' if len(s['provisional']) > 1 else 'its'} stand-in config)")
+        stand_ins = ", ".join(f"{up}'s {stages[up].get('basis', 'base')}" for up in s["provisional"])
+        imports += (f" (count provisional: {', '.join(s['provisional'])} not chosen yet; counted on {stand_ins})")
     lines = [f"  {stage}{inherits}: {s['model']}, {s['kind']}, {trials}, <= {s['epoch_cap']} epochs each, "
              f"~{s['expected_epochs']:.0f} trial-epochs{rule}{hours}{imports}"]
-    if s.get("calibration"):
+    if s.get("calibration") and s.get("left"):
         parts = [f"{r['source']} ({r['recorded']} of {r['expected']:.0f} expected trial-epochs, {r['trials']} trials)"
                  for r in s["calibration"]["records"]]
         lines.append(f"    calibrated: epochs per trial x{s['calibration']['factor']:.2f}, the mean recorded / "
@@ -360,7 +360,7 @@ def format_plan(plan: dict[str, Any], cpus: int) -> str:
     for number, level in enumerate(plan["levels"], 1):
         lines.append(f"level {number}:")
         for stage in level:
-            lines += _stage_line(stage, plan["stages"][stage])
+            lines += _stage_line(stage, plan["stages"][stage], plan["stages"])
     for name, t in plan["tables"].items():
         lines += _table_lines(name, t)
     if plan["cpu_hours"] is not None:
