@@ -149,9 +149,10 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
                      f"{estimate_cell(estimates.get(stage), trained_here(budget['cpu_hours'], estimates.get(stage)))} | "
                      f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
-    return lines + ["", "est.: `ddrm campaign plan`'s estimate of the trials the stage trains (rows imported from an "
-                    "earlier search and a DDRM stage's backend pretraining by the study's driver excluded on both "
-                    "sides of the ratio); its rule, as `campaign.json` `estimate.rules` defines it."]
+    return lines + ["", "est.: `ddrm campaign plan`'s estimate of the trials the stage trains, beside their recorded "
+                    "cost (rows imported from an earlier search are out of both; a DDRM stage's backend pretraining "
+                    "by the study's driver, which no runs.csv row records, is out of the estimate); its rule as "
+                    "`campaign.json` `estimate.rules` defines it."]
 
 
 def across_datasets(outs: dict[str, Path], table: str) -> str:
