@@ -302,7 +302,7 @@ def _stage_line(stage: str, s: dict[str, Any], stages: dict[str, Any]) -> list[s
     """A stage's line of the plan, and its calibration's when it has one and trials left to train."""
     inherits = "".join(f" <- {up}[{', '.join(keys)}]" for up, keys in s["inherits"].items())
     trials = f"{s['trials']} trials"
-    if s.get("imported"):
+    if s.get("imports") or s.get("imported"):
         trials += f" ({s['imported']} imported, {s['left']} to train)"
     hours = ""
     if "cpu_hours" in s and s["kind"] != "fixed":
