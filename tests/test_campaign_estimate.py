@@ -168,7 +168,8 @@ def test_a_plug_ins_import_count_is_provisional_while_its_backend_is_not_chosen(
     assert ddrm["imported"] == 2 and ddrm["left"] == 4 and ddrm["provisional"] == ["mf"]
     assert ddrm["expected_epochs"] == pytest.approx(4 * DDRM_PER_TRIAL)
     printed = format_plan(plan, 2)
-    assert "imports old/ddrm/runs.csv (count provisional: mf not chosen yet; counted on mf's best imported row)" in printed
+    assert ("imports old/ddrm/runs.csv (count provisional: mf not chosen yet; counted on mf's best imported "
+            "row)") in printed
     assert printed.count("count provisional") == 1
 
 

@@ -168,6 +168,24 @@ def _hours(seconds: float, spec: CampaignSpec) -> float:
     return seconds * spec.cpus_per_trial / 3600
 
 
+PRETRAINED = "once, by the driver"
+
+
+def search_backend(search: SearchSpec, config: Config, bases: dict[str, Basis],
+                   chosen: ChosenTrials) -> dict[str, Any] | None:
+    """How a DDRM / mean search trains its backend: ``{epochs, rule, trained}``; None for another search. The
+    study's driver pretrains it once when the space searches no model or loss key (:func:`ddrm.tuning.runner.
+    run_search`), at the epochs a finished stage recorded for it, else its cap; otherwise each trial trains its
+    own, at its cap."""
+    if config.final_stage != "ddrm":
+        return None
+    pretrained = not any(k.startswith(("model.", "denoise.")) for k in search.space)
+    record = backend_record(config, bases, chosen) if pretrained else None
+    return {"epochs": record[0] if record else _backend_cap(config),
+            "rule": f"records of {record[1]}" if record else "cap",
+            "trained": PRETRAINED if pretrained else "in every trial"}
+
+
 def search_entry(spec: CampaignSpec, stage: str, basis: Basis, bases: dict[str, Basis], out: Path,
                  chosen: ChosenTrials, seconds_of: Seconds) -> dict[str, Any]:
     """A search stage's plan: trials (imported, left), epochs per trial and its rule, and CPU-hours: the trials
@@ -189,17 +207,14 @@ def search_entry(spec: CampaignSpec, stage: str, basis: Basis, bases: dict[str, 
         "calibration": ({"factor": calibrated[0], "records": [r.record() for r in calibrated[1]]}
                         if calibrated else None),
         "imported_cpu_hours": recorded_cpu_hours(basis.selection.rows) if basis.selection is not None else 0.0}
-    pretrained = config.final_stage == "ddrm" and not any(k.startswith(("model.", "denoise.")) for k in search.space)
-    if config.final_stage == "ddrm":  # a searched backend trains in each trial: at its cap
-        record = backend_record(config, bases, chosen) if pretrained else None
-        epochs = record[0] if record else _backend_cap(config)
-        entry["backend"] = {"epochs": epochs, "rule": f"records of {record[1]}" if record else "cap",
-                            "trained": "once, by the driver" if pretrained else "in every trial"}
+    if (backend_plan := search_backend(search, config, bases, chosen)) is not None:
+        entry["backend"] = backend_plan
     per_epoch = seconds_of(config)
     if per_epoch is None:
         return entry
     final, backend = per_epoch
-    backend_seconds = backend * entry["backend"]["epochs"] if "backend" in entry else 0.0
+    pretrained = backend_plan is not None and backend_plan["trained"] == PRETRAINED
+    backend_seconds = backend * backend_plan["epochs"] if backend_plan is not None else 0.0
 
     def trials_seconds(n: int) -> float:
         return n * (per_trial * final if cap else final) + (0.0 if pretrained else n * backend_seconds)
@@ -291,7 +306,7 @@ def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: s
     stages = {stage: stage_entry(spec, stage, dataset, bases, out, chosen, seconds_of)
               for level in stage_order(spec) for stage in level}
     tables = {name: table_entry(spec, name, bases, chosen, seconds_of) for name in spec.tables}
-    total = sum(s.get("cpu_hours", 0.0) for s in stages.values()) + sum(t.get("cpu_hours", 0.0) for t in tables.values())
+    total = sum(part.get("cpu_hours", 0.0) for part in [*stages.values(), *tables.values()])
     return {"campaign": spec.name, "dataset": dataset, "budget": spec.budget, "search_seed": spec.search_seed,
             "table_seeds": list(spec.table_seeds), "levels": stage_order(spec), "stages": stages, "tables": tables,
             "resources": resources_record(spec), "rules": dict(RULES),

@@ -136,7 +136,8 @@ class EpochRecord:
 def epoch_record(frame: pd.DataFrame, per_trial: float, source: str) -> EpochRecord | None:
     """``frame``'s trials (rows with a recorded ``epoch``) against ``per_trial`` expected epochs each; None with
     fewer than :data:`MIN_TRIALS` of them or nothing expected (a closed-form model)."""
-    epochs = pd.to_numeric(frame["epoch"], errors="coerce").dropna() if "epoch" in frame.columns else pd.Series(dtype=float)
+    column = frame["epoch"] if "epoch" in frame.columns else pd.Series(dtype=float)
+    epochs = pd.to_numeric(column, errors="coerce").dropna()
     if len(epochs) < MIN_TRIALS or per_trial <= 0:
         return None
     return EpochRecord(source=source, trials=len(epochs), recorded=int(round(epochs.sum())),
@@ -156,7 +157,8 @@ def sibling_records(out: Path, campaign: str, stage: str,
         return records
     for other in sorted(p for p in out.parent.iterdir() if p.is_dir() and p.resolve() != out):
         folder = other / "stages" / stage
-        if not ((folder / "runs.csv").is_file() and (folder / CHOSEN_FILE).is_file() and _same_campaign(other, campaign)):
+        finished = (folder / "runs.csv").is_file() and (folder / CHOSEN_FILE).is_file()
+        if not (finished and _same_campaign(other, campaign)):
             continue
         config = config_from_dict(yaml.safe_load((folder / CHOSEN_FILE).read_text()))
         found = epoch_record(read_runs(folder / "runs.csv"), per_trial(config), f"{other.name}/{stage}")

@@ -132,7 +132,8 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
     chosen among them), trial-epochs, recorded CPU-hours, best validation R@20 (a search chooses on validation;
     its report shows no test)."""
     lines = ["", "## Stages (searches at the search seed, validation only)", "",
-             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | est. CPU-h (ratio; rule) | "
+             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | "
+             "est. CPU-h (ratio; rule) | "
              "best valid R@20 | "
              "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|---|"]
     estimates = (record.get("estimate") or {}).get("stages") or {}
@@ -140,13 +141,13 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
         if info.get("kind") == "fixed":
             lines.append(f"| {stage} | fixed | – | – | – | – | – | – | – |")
             continue
-        budget = stage_budget(out / "stages" / stage)
+        budget, estimate = stage_budget(out / "stages" / stage), estimates.get(stage)
         failed = f" ({info['errored']})" if info.get("errored") else ""
         hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
         best = (info.get("best_valid") or {}).get("recall_at_20")
         lines.append(f"| {stage} | {info.get('mode', 'search')} | {budget['trials']}{failed} | {info.get('finished', 0)} | "
                      f"{budget['trial_epochs']} | {hours} | "
-                     f"{estimate_cell(estimates.get(stage), trained_here(budget['cpu_hours'], estimates.get(stage)))} | "
+                     f"{estimate_cell(estimate, trained_here(budget['cpu_hours'], estimate))} | "
                      f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
     return lines + ["", "est.: `ddrm campaign plan`'s estimate of the trials the stage trains, beside their recorded "
