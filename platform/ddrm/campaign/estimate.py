@@ -5,7 +5,7 @@ for one epoch on the dataset, one thread, and times its epoch (train + validatio
 events). A search stage costs ``trials left x epochs per trial x seconds per epoch``, where the epochs per trial
 follow ASHA's rungs (every trial reaches the grace period, one in ``reduction_factor`` the next rung, ...), scaled
 by the recorded / expected ratio of earlier finished searches of the stage where there are some (the plan's
-calibration, :mod:`.plan`); a closed-form trial is one fit. A DDRM or mean-of-liked-items stage adds its backend's
+calibration, :mod:`.plan_stage`); a closed-form trial is one fit. A DDRM or mean-of-liked-items stage adds its backend's
 pretraining once (the study's driver trains it before the trials, so no trial's ``runs.csv`` row records it). A
 table row costs ``seeds x`` its final stage's epochs (the chosen trial's recorded epochs, else the stage's epoch
 cap) plus, once per backend and seed, the backend it trains (rows on one backend share it: :func:`backend_key`).
