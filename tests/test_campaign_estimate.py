@@ -2,7 +2,8 @@
 imported rows count toward a stage's trials and only the trials left are estimated; a table row's epochs come from
 its stage's chosen trial when the search finished; a search's epochs per trial are calibrated by other datasets'
 finished searches of the stage (or the earlier search it imports), never by its own records; campaign.md's ratio
-compares the recorded cost with the estimate of the same trials."""
+compares the recorded cost with the estimate of the same trials, frozen when the stage started (an older record's
+for the stages it had started; a re-plan for a part its launch's plan stood in on stages chosen since)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from campaign_spaces import SPACE_EASE
 
 from ddrm.campaign.estimate import asha_expected_epochs, backend_key
+from ddrm.campaign.frozen import (LAUNCH, OLDER, REPLANNED, carry_frozen, freeze_at_start, judged, stale,
+                                  with_frozen)
 from ddrm.campaign.imports import select_rows
 from ddrm.campaign.plan import format_plan, plan_campaign, stand_in_configs
 from ddrm.campaign.records import ChosenTrials
@@ -321,3 +324,89 @@ def test_the_ratio_compares_the_recorded_cost_with_the_estimate_of_the_same_tria
     text = campaign_markdown(tmp_path)
     assert "| 0.90 | 0.50 (1.20x; asha x0.64 calibrated) |" in text
     assert estimate_cell({"cpu_hours": 0.8}, 0.4) == "0.80 (0.50x)"  # a plan made before the split: its total
+
+
+# ------------------------------------------------------------------------------------- estimates frozen at start
+def _fail_replan() -> dict[str, Any]:
+    raise AssertionError("re-planned a part its launch's plan already stood in on chosen stages")
+
+
+def _older_record(out: Path) -> dict[str, Any]:
+    """A campaign.json written before estimates were frozen: mf's search finished (1.5 CPU-h recorded), ease's
+    started (a runs.csv, not finished), mf_ddrm and the table not started; ``estimate`` as its launches stored it."""
+    _write_csv(out / "stages" / "mf" / "runs.csv",
+               [_row(1, _mf(CHOSEN_LR), 2, ended=False, cost=1800.0), _row(2, _mf(0.02), 12, cost=1800.0),
+                _row(3, _mf(CHOSEN_LR), 7, valid=0.5, cost=1800.0)])
+    _write_csv(out / "stages" / "ease" / "runs.csv", [_row(1, {"model.name": "ease", "seed": 0}, 1, cost=36.0)])
+    old = {"cpu_hours": 4.0, "stages": {"mf": {"kind": "tpe", "trials": 6, "cpu_hours": 1.25, "rule": "asha"},
+                                        "ease": {"kind": "grid", "trials": 4, "cpu_hours": 0.01},
+                                        "mf_ddrm": {"kind": "tpe", "trials": 6, "cpu_hours": 0.5}},
+           "tables": {"main": {"rows": 3, "cpu_hours": 2.24}}}
+    record = {"campaign": "est", "dataset": "tiny", "budget": 6, "search_seed": 0, "table_seeds": [1, 2],
+              "stages": {"mf": {"kind": "search", "mode": "tpe", "finished": 2, "best_valid": None}}, "tables": {},
+              "estimate": old}
+    (out / "campaign.json").write_text(json.dumps(record))
+    return record
+
+
+def test_an_older_records_estimates_stay_frozen_for_the_stages_it_started_across_refreshed_plans(tmp_path):
+    results = tmp_path / "results"
+    spec_path, out = _campaign(tmp_path), results / "tiny"
+    record = _older_record(out)
+    _choose(out, spec_path, "mf", {"model.lr": CHOSEN_LR})
+    _sibling(results, "a", [20] * 6)  # a sibling dataset's search finished since: it calibrates mf now
+    plan = _plan(spec_path, out)
+    assert plan["stages"]["mf"]["rule"].endswith("calibrated") and plan["made_at"].endswith("+00:00")
+    frozen = carry_frozen(out)
+    assert set(frozen["stages"]) == {"mf", "ease"} and frozen["tables"] == {}  # the parts that had started
+    assert frozen["stages"]["mf"]["made"] == OLDER and frozen["stages"]["mf"]["made_at"] is None
+    record["estimate"] = with_frozen(plan, frozen)
+    assert judged(record["estimate"], "stages", "mf")["cpu_hours"] == 1.25  # not the refreshed plan's
+    assert judged(record["estimate"], "stages", "mf_ddrm") == plan["stages"]["mf_ddrm"]  # not started: current
+    assert not freeze_at_start(record, "stages", "mf", _fail_replan)  # frozen before: kept
+    assert freeze_at_start(record, "stages", "mf_ddrm", _fail_replan)  # mf chosen: the launch's plan is current
+    ddrm = record["estimate"]["frozen"]["stages"]["mf_ddrm"]
+    assert ddrm["made"] == LAUNCH and ddrm["made_at"] == plan["made_at"]
+    assert ddrm["trials_cpu_hours"] == plan["stages"]["mf_ddrm"]["trials_cpu_hours"] != 0.5
+    (out / "campaign.json").write_text(json.dumps(record))
+    later = json.loads(json.dumps(plan))  # the next launch's plan: other numbers everywhere
+    for entry in later["stages"].values():
+        entry.update(cpu_hours=9.0, trials_cpu_hours=9.0)
+    estimate = with_frozen(later, carry_frozen(out))
+    assert estimate["frozen"] == record["estimate"]["frozen"]
+    assert judged(estimate, "stages", "mf")["cpu_hours"] == 1.25
+    assert judged(estimate, "stages", "ease")["cpu_hours"] == 0.01
+    assert judged(estimate, "stages", "mf_ddrm")["trials_cpu_hours"] == ddrm["trials_cpu_hours"]
+    (out / "campaign.json").write_text(json.dumps({**record, "estimate": estimate}))
+    text = campaign_markdown(out)  # the ratio and the total: against the frozen 1.25, not the latest 9.0
+    assert "| 1.50 | 1.25 (1.20x; asha) |" in text
+    assert "est.: frozen when the stage started (`campaign.json` `estimate.frozen`), not the latest plan's." in text
+    assert "the trials trained here 1.50 against 1.25 estimated when each search started (1.20x)" in text
+
+
+def test_a_part_its_launch_planned_on_unchosen_upstreams_is_re_planned_when_it_starts(tmp_path):
+    spec_path, out = _campaign(tmp_path), tmp_path / "out"
+    launch = _plan(spec_path, out)  # nothing chosen: mf_ddrm stood in on mf's base, the table at caps
+    assert launch["stages"]["mf_ddrm"]["provisional"] == ["mf"]
+    assert not stale(launch, "stages", "mf") and stale(launch, "stages", "mf_ddrm") and stale(launch, "tables", "main")
+    record = {"estimate": with_frozen(launch, carry_frozen(out))}  # a first launch: nothing frozen
+    assert freeze_at_start(record, "stages", "mf", _fail_replan)
+    _finished_mf(out, spec_path)  # mf chose; mf_ddrm starts next, in the same launch
+    plans = []
+
+    def replan() -> dict[str, Any]:
+        plans.append(_plan(spec_path, out))
+        return plans[-1]
+
+    assert freeze_at_start(record, "stages", "mf_ddrm", replan) and len(plans) == 1
+    frozen = record["estimate"]["frozen"]["stages"]
+    assert frozen["mf_ddrm"]["made"] == REPLANNED and frozen["mf_ddrm"]["provisional"] == []
+    assert frozen["mf_ddrm"]["backend"]["rule"] == "records of mf"  # the launch's plan: mf's cap
+    assert launch["stages"]["mf_ddrm"]["backend"]["rule"] == "cap"
+    kept = {k: v for k, v in frozen["mf"].items() if k not in ("made", "made_at", "frozen_at")}
+    assert frozen["mf"]["made"] == LAUNCH and kept == launch["stages"]["mf"]  # kept through the re-plan
+    assert record["estimate"]["made_at"] == plans[0]["made_at"]  # the current plan is the new one
+    assert freeze_at_start(record, "tables", "main", replan) and len(plans) == 2  # its rows' stages not chosen then
+    table = record["estimate"]["frozen"]["tables"]["main"]
+    assert table["made"] == REPLANNED and table["row_estimates"]["mf/alone"]["rule"] == "records of mf"
+    assert not freeze_at_start(record, "tables", "main", replan) and len(plans) == 2

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..config import Config
 from .estimate import epoch_seconds, load_probes, probe_epoch, probe_key, save_probes
+from .frozen import utc_now
 from .plan_bases import Basis, best_imported, stage_bases, stand_in_configs  # noqa: F401 - the plan's public names
 from .plan_format import format_plan  # noqa: F401
 from .plan_stage import (PRETRAINED, Seconds, backend_record, calibration, search_backend,  # noqa: F401
@@ -58,11 +59,13 @@ RULES = {
 def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: str | None = None,
                   probe: bool = True) -> dict[str, Any]:
     """The plan: ``levels`` (stage names), per stage its trials (imported, left), cap, expected epochs, rule and
-    estimated CPU-hours, per table its runs, rows' epochs and estimate, the total (what is left to train) and
-    ``rules`` (:data:`RULES`). ``probe``: measure epochs on this host (else no hours)."""
+    estimated CPU-hours, per table its runs, rows' epochs and estimate, the total (what is left to train),
+    ``rules`` (:data:`RULES`) and ``made_at`` (UTC; a run freezes each part's entry when it starts:
+    :mod:`.frozen`). ``probe``: measure epochs on this host (else no hours)."""
     from ..host import host_tags
 
     out = Path(out)
+    made_at = utc_now()
     bases = stage_bases(spec, dataset, out)
     chosen = ChosenTrials(out)
     host = json.dumps(host_tags(), sort_keys=True)
@@ -83,8 +86,9 @@ def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: s
               for level in stage_order(spec) for stage in level}
     tables = {name: table_entry(spec, name, bases, chosen, seconds_of) for name in spec.tables}
     total = sum(part.get("cpu_hours", 0.0) for part in [*stages.values(), *tables.values()])
-    return {"campaign": spec.name, "dataset": dataset, "budget": spec.budget, "search_seed": spec.search_seed,
-            "table_seeds": list(spec.table_seeds), "levels": stage_order(spec), "stages": stages, "tables": tables,
+    return {"campaign": spec.name, "dataset": dataset, "made_at": made_at, "budget": spec.budget,
+            "search_seed": spec.search_seed, "table_seeds": list(spec.table_seeds), "levels": stage_order(spec),
+            "stages": stages, "tables": tables,
             "resources": resources_record(spec), "rules": dict(RULES),
             "cpu_hours": total if probe else None, "probes": {k: v for k, v in probes.items()} if probe else {}}
 

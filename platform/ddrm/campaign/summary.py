@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ..stats import format_mean_std
+from .frozen import judged
 
 METRICS = ("test_recall_at_20", "test_ndcg_at_20")
 SHORT = {"test_recall_at_20": "R@20", "test_ndcg_at_20": "N@20"}
@@ -97,12 +98,31 @@ def campaign_markdown(out: Path) -> str:
                              f"{c['p']:.3g} ({c['p_holm']:.3g}) | {c['verdict']} |")
         lines += ["", f"Report: `tables/{table}/table.md` (marks, every paired test, the family)."]
     lines += stage_lines(out, record)
-    estimate = (record.get("estimate") or {}).get("cpu_hours")
-    actual = sum(b["cpu_hours"] or 0.0 for b in (stage_budget(out / "stages" / s) for s in record["stages"]))
-    lines += ["", f"Cost: estimated {estimate:.2f} CPU-hours by `ddrm campaign plan`" if estimate else "",
-              f"searches' recorded cost {actual:.2f} CPU-hours (finished trials; a failed trial's cost is not "
-              f"recorded, their number is in brackets)" if actual else ""]
+    lines += ["", *cost_lines(out, record)]
     return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
+
+
+def cost_lines(out: Path, record: dict[str, Any]) -> list[str]:
+    """The campaign's cost: the latest plan's total, and the searches' recorded cost beside the estimates frozen
+    when each started (:func:`.frozen.judged`): the trials trained here against the estimate of those trials."""
+    estimate = record.get("estimate") or {}
+    recorded = here = judged_hours = 0.0
+    for stage, info in record["stages"].items():
+        if info.get("kind") == "fixed":
+            continue
+        cost, entry = stage_budget(out / "stages" / stage)["cpu_hours"], judged(estimate, "stages", stage)
+        hours = (entry or {}).get("trials_cpu_hours", (entry or {}).get("cpu_hours"))
+        recorded += cost or 0.0
+        if cost is not None and hours is not None:
+            here, judged_hours = here + (trained_here(cost, entry) or 0.0), judged_hours + hours
+    lines = [f"Cost: the latest plan (`ddrm campaign plan`) estimates {estimate['cpu_hours']:.2f} CPU-hours for the "
+             f"whole campaign (imported trials excluded)." if estimate.get("cpu_hours") else ""]
+    if recorded:
+        ratio = f" ({here / judged_hours:.2f}x)" if judged_hours > 0 else ""
+        lines.append(f"Searches' recorded cost {recorded:.2f} CPU-hours (finished trials; a failed trial's cost is not "
+                     f"recorded, their number is in brackets); the trials trained here {here:.2f} against "
+                     f"{judged_hours:.2f} estimated when each search started{ratio}.")
+    return lines
 
 
 def estimate_cell(estimate: dict[str, Any] | None, actual: float | None) -> str:
@@ -136,12 +156,11 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
              "est. CPU-h (ratio; rule) | "
              "best valid R@20 | "
              "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|---|"]
-    estimates = (record.get("estimate") or {}).get("stages") or {}
     for stage, info in record["stages"].items():
         if info.get("kind") == "fixed":
             lines.append(f"| {stage} | fixed | – | – | – | – | – | – | – |")
             continue
-        budget, estimate = stage_budget(out / "stages" / stage), estimates.get(stage)
+        budget, estimate = stage_budget(out / "stages" / stage), judged(record.get("estimate"), "stages", stage)
         failed = f" ({info['errored']})" if info.get("errored") else ""
         hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
         best = (info.get("best_valid") or {}).get("recall_at_20")
@@ -150,10 +169,11 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
                      f"{estimate_cell(estimate, trained_here(budget['cpu_hours'], estimate))} | "
                      f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
-    return lines + ["", "est.: `ddrm campaign plan`'s estimate of the trials the stage trains, beside their recorded "
-                    "cost (rows imported from an earlier search are out of both; a DDRM stage's backend pretraining "
-                    "by the study's driver, which no runs.csv row records, is out of the estimate); its rule as "
-                    "`campaign.json` `estimate.rules` defines it."]
+    return lines + ["", "est.: frozen when the stage started (`campaign.json` `estimate.frozen`), not the latest "
+                    "plan's.", "", "It is `ddrm campaign plan`'s estimate of the trials the stage trains, beside their "
+                    "recorded cost (rows imported from an earlier search are out of both; a DDRM stage's backend "
+                    "pretraining by the study's driver, which no runs.csv row records, is out of the estimate); its "
+                    "rule as `campaign.json` `estimate.rules` defines it."]
 
 
 def across_datasets(outs: dict[str, Path], table: str) -> str:
