@@ -1,16 +1,16 @@
 """Where a campaign's CPU-seconds go, per stage and per kind, before it runs (issue "campaign cost").
 
-For each distinct model of the campaign (its stages' chosen configs if a campaign folder holds them, else each
-search's base), one instrumented epoch on the dataset, one thread: the seconds of the training steps, the
-sampling of batches, the per-epoch setup of the model (``start_epoch``: SGL's perturbed graphs), a validation
-pass, a test pass, and the run's setup (data, model, graph). Optionally (``--overhead``) a real Ray Tune + MLflow
-study of closed-form trials on generated data gives the per-trial overhead of Ray and MLflow. Each stage's
-cost is then its trials x ASHA-expected epochs (``ddrm.campaign.estimate``) of each kind, plus one test pass and
-one setup per trial, plus the backend pretraining a DDRM stage shares; each table row its seeds x epoch cap. The
-JSON holds the profile under both protocols from the same measurements: ``test_in_search`` (every search trial
-scored test, as before the campaigns issue) and ``validation_only`` (searches score no test). Idle time waiting
-for a concurrency slot is not modelled here: the campaign's cost records measure it. Example
-(docs/PERFORMANCE.md):
+For each distinct model of the campaign (the plan's stand-ins: its stages' chosen configs if a campaign folder holds
+them, else the best row a search imports, else each search's base), one instrumented epoch on the dataset, one
+thread: the seconds of the training steps, the sampling of batches, the per-epoch setup of the model
+(``start_epoch``: SGL's perturbed graphs), a validation pass, a test pass, and the run's setup (data, model, graph).
+Optionally (``--overhead``) a real Ray Tune + MLflow study of closed-form trials on generated data gives the
+per-trial overhead of Ray and MLflow. Each stage's cost is then its trials x ASHA-expected epochs
+(``ddrm.campaign.estimate``) of each kind, plus one test pass and one setup per trial, plus the backend pretraining
+a DDRM stage shares; each table row its seeds x epoch cap. The JSON holds the profile under both protocols from the
+same measurements: ``test_in_search`` (every search trial scored test, as before the campaigns issue) and
+``validation_only`` (searches score no test). Idle time waiting for a concurrency slot is not modelled here: the
+campaign's cost records measure it. Example (docs/PERFORMANCE.md):
 
     python bench/campaign_cost.py campaigns/tuned.yaml --dataset ml-1m_noisy --data-dir ../shared/datasets \\
         --overhead --json docs/results/benchmarks/campaign_cost_ml1m.json
@@ -183,7 +183,10 @@ def stage_costs(plan: dict[str, Any], configs: dict, profiles: dict[str, dict[st
         p = profiles[probe_key(config)]
         final = p.get(config.final_stage, {})
         row: dict[str, float] = defaultdict(float)
-        add(row, final, entry["expected_epochs"] if entry["epoch_cap"] else entry["trials"])
+        # every trial from scratch at ASHA's expectation (the plan's expected_epochs count only the trials left
+        # after imports, calibrated where it has records): this profile stays the uncalibrated whole campaign
+        expected = entry["trials"] * entry.get("asha_epochs_per_trial", 0.0)
+        add(row, final, expected if entry["epoch_cap"] else entry["trials"])
         row["test"] += entry["trials"] * final.get("test", 0.0) if test_in_search else 0.0
         row["setup"] += entry["trials"] * p["setup"]["seconds"]
         row["ray_mlflow"] += (overhead[0] + entry["trials"] * overhead[1]) if entry["trials"] else 0.0

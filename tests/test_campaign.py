@@ -3,6 +3,7 @@ the protocol refusals; ``plan`` prints the graph and an estimate; a rerun on a "
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 from campaign_spaces import SPACE_DDRM, SPACE_EASE, SPACE_MF
 from conftest import local_ray, make_interactions
 
+from ddrm.campaign.frozen import LAUNCH, REPLANNED
 from ddrm.cli import main
 from ddrm.data import write_prepared
 from ddrm.tuning.snapshot import RunsSnapshot
@@ -86,6 +88,10 @@ def test_stages_run_in_dependency_order_and_the_dependent_search_takes_the_chose
     assert "## Stages" in summary and "| mf | tpe | 2 | " in summary and "| ease | grid | 2 | " in summary
     record = (out / "campaign.json").read_text()
     assert str(Path.cwd()) not in record and "/tmp/" not in record  # committed files name no machine path
+    frozen = json.loads(record)["estimate"]["frozen"]  # each part's estimate, frozen as it started
+    assert {s: f["made"] for s, f in frozen["stages"].items()} == {"mf": LAUNCH, "ease": LAUNCH, "mf_ddrm": REPLANNED}
+    assert frozen["tables"]["main"]["made"] == REPLANNED  # re-planned once its rows' searches chose
+    assert frozen["tables"]["main"]["row_estimates"]["mf/alone"]["rule"] == "records of mf"
 
 
 def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_nothing(campaign_run, capsys):
@@ -101,6 +107,8 @@ def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_no
     assert "6 of 6 trials finished before and are replayed, not trained" in printed
     after = pd.read_csv(moved / "tables" / "main" / "runs.csv")
     assert after["test_recall_at_20"].tolist() == before["test_recall_at_20"].tolist()
+    frozen = [json.loads((o / "campaign.json").read_text())["estimate"]["frozen"] for o in (out, moved)]
+    assert frozen[0] == frozen[1]  # carried over: the resumed launch's plan changes none of them
     capsys.readouterr()
     assert main(["campaign", "summary", str(spec), "--dataset", "tiny", "--out", str(moved)]) == 0
     across = capsys.readouterr().out

@@ -171,7 +171,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     init_ray(args.num_cpus)
     try:
         record = run_campaign(spec, args.dataset, out, storage=args.storage, tracking_uri=uri, data_dir=data_dir,
-                              estimate=plan)
+                              estimate=plan, replan=lambda: plan_campaign(spec, args.dataset, out, data_dir,
+                                                                          probe=not args.no_probe))
     except CampaignInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr, flush=True)
         return 130

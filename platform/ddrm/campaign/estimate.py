@@ -2,11 +2,14 @@
 
 The probe trains each distinct model of the campaign (a stage's final stage: backend, DDRM, standalone model)
 for one epoch on the dataset, one thread, and times its epoch (train + validation, from the loop's evaluation
-events). A search stage costs ``trials x expected epochs per trial x seconds per epoch``, where the expected
-epochs follow ASHA's rungs (every trial reaches the grace period, one in ``reduction_factor`` the next rung, ...;
-early stopping can only make it less); a DDRM or plug-in stage adds its backend's pretraining once; a table row
-costs ``seeds x`` its stage's epoch cap (early stopping again only lowers it). Probes are kept in
-``<out>/probe.json`` per host and reused.
+events). A search stage costs ``trials left x epochs per trial x seconds per epoch``, where the epochs per trial
+follow ASHA's rungs (every trial reaches the grace period, one in ``reduction_factor`` the next rung, ...), scaled
+by the recorded / expected ratio of earlier finished searches of the stage where there are some (the plan's
+calibration, :mod:`.plan_stage`); a closed-form trial is one fit. A DDRM or mean-of-liked-items stage adds its backend's
+pretraining once (the study's driver trains it before the trials, so no trial's ``runs.csv`` row records it). A
+table row costs ``seeds x`` its final stage's epochs (the chosen trial's recorded epochs, else the stage's epoch
+cap) plus, once per backend and seed, the backend it trains (rows on one backend share it: :func:`backend_key`).
+Probes are kept in ``<out>/probe.json`` per host and reused.
 """
 
 from __future__ import annotations
@@ -44,18 +47,39 @@ def final_epochs_cap(config: Config) -> int:
     return config.train.stage_epochs(getattr(config.model, "epochs", None))
 
 
+def per_trial_epochs(search: SearchSpec, config: Config) -> tuple[int, float]:
+    """``(epoch cap per trial, ASHA-expected epochs of one trial)`` of a search whose trials run ``config``'s
+    final stage (FIFO: the cap; a closed-form model: ``(0, 0.0)``)."""
+    cap = final_epochs_cap(config)
+    if search.scheduler["type"] == "asha" and cap:
+        cap = min(cap, search.scheduler["max_t"])
+        return cap, asha_expected_epochs(search.scheduler["grace_period"], cap, search.scheduler["reduction_factor"])
+    return cap, float(cap)
+
+
 def search_epochs(search: SearchSpec, config: Config) -> tuple[int, int, float]:
     """``(trials, epoch cap per trial, expected epochs over all trials)`` of a search."""
     from .run import grid_size
 
     trials = grid_size(search) if search.mode == "grid" else search.num_samples
-    cap = final_epochs_cap(config)
-    if search.scheduler["type"] == "asha" and cap:
-        cap = min(cap, search.scheduler["max_t"])
-        per_trial = asha_expected_epochs(search.scheduler["grace_period"], cap, search.scheduler["reduction_factor"])
-    else:
-        per_trial = float(cap)
+    cap, per_trial = per_trial_epochs(search, config)
     return trials, cap, trials * per_trial
+
+
+def backend_key(config: Config) -> str:
+    """What makes two runs train the same backend at one seed (the backend cache's key without the data, seed and
+    code, :func:`ddrm.stages.backend_cache_key`): its model's and loss plug-in's settings, the loop's epoch cap,
+    patience, batch size, evaluation period and time budget, and its precision. A table's rows on one backend
+    (alone, mean of liked items, DDRM) train it once per seed."""
+    from ..precision import stage_precision
+
+    train = config.train
+    return json.dumps({"model": config.model.settings(),
+                       "denoise": config.denoise.settings() if config.denoise.name != "none" else None,
+                       "loop": [train.stage_epochs(getattr(config.model, "epochs", None)),
+                                getattr(config.model, "patience", None) or train.patience, train.batch_size,
+                                train.eval_every, train.time_budget_minutes],
+                       "precision": stage_precision(train.precision, "backend")}, sort_keys=True, default=str)
 
 
 def probe_key(config: Config) -> str:

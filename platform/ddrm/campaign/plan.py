@@ -1,8 +1,24 @@
 """``ddrm campaign plan``: the stage graph, each stage's trials and trial-epoch cap, and the estimated CPU-hours.
 
-Before a campaign has run, a dependent stage's upstream configs are not chosen yet: the plan stands in each
-search stage's base config (its model and defaults), or the ``chosen_config.yaml`` an earlier run left in the
-campaign folder. The estimate's rules are in :mod:`.estimate`.
+The plan (:func:`plan_campaign`) is built from: each stage as the run would have it (:mod:`.plan_bases`: its
+chosen config, the best imported row or its base; its imported rows, counted by the run's own selection, and
+whether that count is provisional), each search stage's entry (:mod:`.plan_stage`: only the trials left to train
+are estimated), each table's (:mod:`.plan_table`); :mod:`.plan_format` prints it.
+
+The estimate's rules (:data:`RULES`; each number in the plan, and so in ``campaign.json``'s ``estimate``, names
+its rule):
+
+- a search stage: ``trials left x epochs per trial x seconds per epoch`` (probe, :mod:`.estimate`), the epochs
+  per trial ASHA's expectation (FIFO: the cap), *calibrated* by earlier records of the same stage where there are
+  some (:func:`.plan_stage.calibration`); a closed-form trial is one fit. A DDRM / mean-of-liked-items stage whose
+  space searches no model key adds its backend's pretraining by the study's driver, once: at its recorded epochs
+  when a finished stage here trained that backend (:func:`.plan_stage.backend_record`), else at its cap (an upper
+  bound: 0 when the cache already holds it). The driver's pretraining is in no trial's ``runs.csv`` row, so
+  ``trials_cpu_hours`` (the trials alone) is what ``campaign.md`` sets beside the recorded cost.
+- a table: per row and seed its final stage's epochs, *from records* (the chosen trial's ``epoch``,
+  :mod:`.records`) when its stage's search finished in the campaign folder, else at the epoch cap; plus each
+  distinct backend (:func:`.estimate.backend_key`: a standalone backend row, its mean-of-liked-items and DDRM rows
+  share one) once per seed, from records or at its cap likewise.
 """
 
 from __future__ import annotations
@@ -11,38 +27,47 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import Config, config_from_dict
-from .estimate import (epoch_seconds, final_epochs_cap, load_probes, probe_epoch, probe_key, save_probes,
-                       search_epochs)
-from .run import CHOSEN_FILE, fixed_config, resources_record, search_spec
+from ..config import Config
+from .estimate import epoch_seconds, load_probes, probe_epoch, probe_key, save_probes
+from .frozen import utc_now
+from .plan_bases import Basis, best_imported, stage_bases, stand_in_configs  # noqa: F401 - the plan's public names
+from .plan_format import format_plan  # noqa: F401
+from .plan_stage import (PRETRAINED, Seconds, backend_record, calibration, search_backend,  # noqa: F401
+                         search_entry, stage_entry)
+from .plan_table import table_entry
+from .records import ChosenTrials
+from .run import resources_record
 from .spec import CampaignSpec, stage_order
 
-
-def stand_in_configs(spec: CampaignSpec, dataset: str, out: Path) -> dict[str, Config]:
-    """Each stage's chosen config if an earlier run wrote it, else its search's base config."""
-    configs: dict[str, Config] = {}
-    for level in stage_order(spec):
-        for stage in level:
-            path = out / "stages" / stage / CHOSEN_FILE
-            if path.is_file():
-                configs[stage] = config_from_dict(yaml.safe_load(path.read_text()))
-            elif spec.stages[stage].fixed is not None:
-                configs[stage] = fixed_config(spec, stage, dataset, configs)
-            else:
-                configs[stage] = config_from_dict(search_spec(spec, stage, dataset, configs).base)
-    return configs
+RULES = {
+    "asha": "epochs per trial: ASHA's expectation (every trial to the grace period, one in reduction_factor to "
+            "each next rung, up to the cap)",
+    "cap": "epochs per trial (FIFO search) or per table run: the epoch cap (early stopping only lowers it)",
+    "one fit": "a closed-form model or the mean of liked items: one fit, no epochs",
+    "calibrated": "ASHA's (or the cap's) epochs per trial x the mean recorded / expected trial-epochs of earlier "
+                  "records of the same stage: the earlier search it imports (same dataset), else the finished "
+                  "searches of the stage in the other dataset folders beside this one; never its own records",
+    "records": "a table row's epochs per seed: those its stage's chosen trial trained (runs.csv `epoch`; a "
+               "backend's: the chosen trial of a finished stage that trained it)",
+    "pretrain": "a DDRM / mean stage's backend, trained once by the study's driver before the trials (not in "
+                "runs.csv): at its recorded epochs, else its cap",
+    "imports": "a stage's rows imported from an earlier search count toward its trials; only the trials left are "
+               "estimated (cpu_hours); from_scratch_cpu_hours: all of them",
+}
 
 
 def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: str | None = None,
                   probe: bool = True) -> dict[str, Any]:
-    """The plan: ``levels`` (stage names), per stage its trials, cap, expected epochs and estimated CPU-hours,
-    per table its runs and estimate, and the total. ``probe``: measure epochs on this host (else no hours)."""
+    """The plan: ``levels`` (stage names), per stage its trials (imported, left), cap, expected epochs, rule and
+    estimated CPU-hours, per table its runs, rows' epochs and estimate, the total (what is left to train),
+    ``rules`` (:data:`RULES`) and ``made_at`` (UTC; a run freezes each part's entry when it starts:
+    :mod:`.frozen`). ``probe``: measure epochs on this host (else no hours)."""
     from ..host import host_tags
 
     out = Path(out)
-    configs = stand_in_configs(spec, dataset, out)
+    made_at = utc_now()
+    bases = stage_bases(spec, dataset, out)
+    chosen = ChosenTrials(out)
     host = json.dumps(host_tags(), sort_keys=True)
     probes_path = out / "probe.json"
     probes = load_probes(probes_path, host)
@@ -57,74 +82,13 @@ def plan_campaign(spec: CampaignSpec, dataset: str, out: str | Path, data_dir: s
             save_probes(probes_path, host, probes)
         return epoch_seconds(probes[key], config)
 
-    stages: dict[str, Any] = {}
-    for level in stage_order(spec):
-        for stage in level:
-            config = configs[stage]
-            entry: dict[str, Any] = {"inherits": {k: list(v) for k, v in spec.stages[stage].inherit.items()},
-                                     "model": probe_key(config), "imports": spec.imports.get(dataset, {}).get(stage)}
-            if spec.stages[stage].fixed is not None:
-                entry.update(kind="fixed", trials=0, epoch_cap=0, expected_epochs=0.0, cpu_hours=0.0)
-            else:
-                search = search_spec(spec, stage, dataset, configs)
-                trials, cap, expected = search_epochs(search, config)
-                entry.update(kind=search.mode, trials=trials, epoch_cap=cap, expected_epochs=expected)
-                per_epoch = seconds_of(config)
-                if per_epoch is not None:
-                    final, backend = per_epoch
-                    fits = trials if cap == 0 else 0  # a closed-form trial is one fit
-                    backend_once = backend * config.train.stage_epochs(getattr(config.model, "epochs", None))
-                    entry["cpu_hours"] = (expected * final + fits * final + backend_once) * spec.cpus_per_trial / 3600
-            stages[stage] = entry
-    tables: dict[str, Any] = {}
-    for name, table in spec.tables.items():
-        runs = len(table.rows) * len(spec.table_seeds)
-        hours, backends = 0.0, set()
-        for stage in table.rows.values():
-            config = configs[stage]
-            per_epoch = seconds_of(config)
-            if per_epoch is None:
-                continue
-            final, backend = per_epoch
-            cap = final_epochs_cap(config)
-            hours += len(spec.table_seeds) * (cap * final if cap else final) / 3600
-            if backend:
-                key = json.dumps(config.model.settings(), sort_keys=True, default=str)
-                if key not in backends:  # rows on one backend share its cached training
-                    backends.add(key)
-                    hours += len(spec.table_seeds) * config.train.stage_epochs(config.model.epochs) * backend / 3600
-        tables[name] = {"rows": len(table.rows), "seeds": list(spec.table_seeds), "runs": runs,
-                        **({"cpu_hours": hours * spec.cpus_per_trial} if probe else {})}
-    total = sum(s.get("cpu_hours", 0.0) for s in stages.values()) + sum(t.get("cpu_hours", 0.0) for t in tables.values())
-    return {"campaign": spec.name, "dataset": dataset, "budget": spec.budget, "search_seed": spec.search_seed,
-            "table_seeds": list(spec.table_seeds), "levels": stage_order(spec), "stages": stages, "tables": tables,
-            "resources": resources_record(spec),
+    stages = {stage: stage_entry(spec, stage, dataset, bases, out, chosen, seconds_of)
+              for level in stage_order(spec) for stage in level}
+    tables = {name: table_entry(spec, name, bases, chosen, seconds_of) for name in spec.tables}
+    total = sum(part.get("cpu_hours", 0.0) for part in [*stages.values(), *tables.values()])
+    return {"campaign": spec.name, "dataset": dataset, "made_at": made_at, "budget": spec.budget,
+            "search_seed": spec.search_seed, "table_seeds": list(spec.table_seeds), "levels": stage_order(spec),
+            "stages": stages, "tables": tables,
+            "resources": resources_record(spec), "rules": dict(RULES),
             "cpu_hours": total if probe else None, "probes": {k: v for k, v in probes.items()} if probe else {}}
 
-
-def format_plan(plan: dict[str, Any], cpus: int) -> str:
-    """The plan as the terminal shows it."""
-    lines = [f"campaign {plan['campaign']} on {plan['dataset']}: {sum(len(l) for l in plan['levels'])} stages in "
-             f"{len(plan['levels'])} levels, {len(plan['tables'])} table(s); budget {plan['budget']} trials per "
-             f"searched stage (a grid: all of it); searches at seed {plan['search_seed']}, tables at seeds "
-             f"{plan['table_seeds']}"]
-    if plan.get("resources"):
-        r = plan["resources"]
-        lines.append(f"trials: up to {r['max_concurrent']} at once, each {r['cpus_per_trial']:g} CPU(s) and "
-                     f"{r['gpus_per_trial']:g} GPU(s), train.device {r['device'] or 'as the spaces say'}")
-    for number, level in enumerate(plan["levels"], 1):
-        lines.append(f"level {number}:")
-        for stage in level:
-            s = plan["stages"][stage]
-            inherits = "".join(f" <- {up}[{', '.join(keys)}]" for up, keys in s["inherits"].items())
-            hours = f", est. {s['cpu_hours']:.2f} CPU-h" if "cpu_hours" in s else ""
-            imports = f"; imports {s['imports']}" if s.get("imports") else ""  # its rows count toward the trials
-            lines.append(f"  {stage}{inherits}: {s['model']}, {s['kind']}, {s['trials']} trials, <= {s['epoch_cap']} "
-                         f"epochs each, ~{s['expected_epochs']:.0f} trial-epochs{hours}{imports}")
-    for name, t in plan["tables"].items():
-        hours = f", est. {t['cpu_hours']:.2f} CPU-h" if "cpu_hours" in t else ""
-        lines.append(f"table {name}: {t['rows']} rows x {len(t['seeds'])} seeds = {t['runs']} runs{hours}")
-    if plan["cpu_hours"] is not None:
-        lines.append(f"total: est. {plan['cpu_hours']:.2f} CPU-hours, ~{plan['cpu_hours'] / max(1, cpus):.2f} h wall on "
-                     f"{cpus} CPUs (upper-bound epochs for tables; ASHA-expected for searches)")
-    return "\n".join(lines)

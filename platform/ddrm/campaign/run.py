@@ -24,13 +24,14 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from ..config import Config, apply_overrides, config_from_dict, flatten
 from ..errors import ConfigError
 from ..tuning.spec import AblationSpec, Resources, SearchSpec, load_search_spec
+from .frozen import carry_frozen, freeze_at_start, with_frozen
 from .imports import Selection, select_rows
 from .spec import CampaignSpec, import_path, space_path, stage_order
 
@@ -132,15 +133,17 @@ def table_spec(spec: CampaignSpec, table: str, dataset: str, chosen: dict[str, C
                         declared=spec.tables[table].declared(f"{spec.source}: tables.{table}"))
 
 
-def earlier_search(spec: CampaignSpec, stage: str, dataset: str, search: SearchSpec) -> Selection | None:
+def earlier_search(spec: CampaignSpec, stage: str, dataset: str, search: SearchSpec,
+                   announce: bool = True) -> Selection | None:
     """The rows of the earlier search ``stage`` imports on ``dataset`` (spec ``imports``) that are its
-    experiment, test columns dropped (:mod:`.imports`); None when it imports none. Prints one line: how many rows
-    are imported and why the others are left out."""
+    experiment, test columns dropped (:mod:`.imports`); None when it imports none. ``announce``: print one line,
+    how many rows are imported and why the others are left out (the plan counts them the same way, quietly)."""
     path = import_path(spec, dataset, stage)
     if path is None:
         return None
     selection = select_rows(path, search, source=_relative(str(path)))
-    print(selection.line(stage), flush=True)
+    if announce:
+        print(selection.line(stage), flush=True)
     return selection
 
 
@@ -180,8 +183,12 @@ def dataset_facts(dataset: str, data_dir: str | None) -> dict[str, Any]:
 
 def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str | None = None,
                  tracking_uri: str | None = None, data_dir: str | None = None,
-                 estimate: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every stage (dependency order), then every table; returns and writes ``<out>/campaign.json``."""
+                 estimate: dict[str, Any] | None = None,
+                 replan: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every stage (dependency order), then every table; returns and writes ``<out>/campaign.json``. ``estimate``:
+    the launch's plan, kept with the estimates frozen when each part started (:mod:`.frozen`: carried over from
+    the folder's ``campaign.json``, the others frozen as they start); ``replan``: makes a new plan, for a part the
+    launch's plan stood in on stages chosen since."""
     from ..tuning.runner import run_ablation, run_search
 
     out = Path(out)
@@ -190,7 +197,8 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
                               "resources": resources_record(spec),
-                              "data": dataset_facts(dataset, data_dir), "estimate": estimate or {}}
+                              "data": dataset_facts(dataset, data_dir),
+                              "estimate": with_frozen(estimate or {}, carry_frozen(out))}
     for level in stage_order(spec):
         for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
             folder = out / "stages" / stage
@@ -200,6 +208,8 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                 _write_chosen(folder, chosen[stage], f"stage {stage}: a fixed config (nothing searched)")
                 record["stages"][stage] = {"kind": "fixed", "trials": 0}
                 continue
+            if freeze_at_start(record, "stages", stage, replan):
+                write_record(out, record)  # before its trials: a stop mid-search keeps the frozen estimate
             search = search_spec(spec, stage, dataset, chosen)
             imported = _runs_csv(folder)
             earlier = earlier_search(spec, stage, dataset, search)
@@ -221,6 +231,8 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
     for table in spec.tables:
         folder = out / "tables" / table
         start = time.perf_counter()
+        if freeze_at_start(record, "tables", table, replan):
+            write_record(out, record)
         ablation = table_spec(spec, table, dataset, chosen)
         imported = _runs_csv(folder)
         summary = run_ablation(ablation, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, resume=True,

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ..stats import format_mean_std
+from .frozen import judged
 
 METRICS = ("test_recall_at_20", "test_ndcg_at_20")
 SHORT = {"test_recall_at_20": "R@20", "test_ndcg_at_20": "N@20"}
@@ -97,21 +98,53 @@ def campaign_markdown(out: Path) -> str:
                              f"{c['p']:.3g} ({c['p_holm']:.3g}) | {c['verdict']} |")
         lines += ["", f"Report: `tables/{table}/table.md` (marks, every paired test, the family)."]
     lines += stage_lines(out, record)
-    estimate = (record.get("estimate") or {}).get("cpu_hours")
-    actual = sum(b["cpu_hours"] or 0.0 for b in (stage_budget(out / "stages" / s) for s in record["stages"]))
-    lines += ["", f"Cost: estimated {estimate:.2f} CPU-hours by `ddrm campaign plan`" if estimate else "",
-              f"searches' recorded cost {actual:.2f} CPU-hours (finished trials; a failed trial's cost is not "
-              f"recorded, their number is in brackets)" if actual else ""]
+    lines += ["", *cost_lines(out, record)]
     return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
 
 
+def cost_lines(out: Path, record: dict[str, Any]) -> list[str]:
+    """The campaign's cost: the latest plan's total, and the searches' recorded cost beside the estimates frozen
+    when each started (:func:`.frozen.judged`): the trials trained here against the estimate of those trials."""
+    estimate = record.get("estimate") or {}
+    recorded = here = judged_hours = 0.0
+    for stage, info in record["stages"].items():
+        if info.get("kind") == "fixed":
+            continue
+        cost, entry = stage_budget(out / "stages" / stage)["cpu_hours"], judged(estimate, "stages", stage)
+        hours = (entry or {}).get("trials_cpu_hours", (entry or {}).get("cpu_hours"))
+        recorded += cost or 0.0
+        if cost is not None and hours is not None:
+            here, judged_hours = here + (trained_here(cost, entry) or 0.0), judged_hours + hours
+    lines = [f"Cost: the latest plan (`ddrm campaign plan`) estimates {estimate['cpu_hours']:.2f} CPU-hours for the "
+             f"whole campaign (imported trials excluded)." if estimate.get("cpu_hours") else ""]
+    if recorded:
+        ratio = f" ({here / judged_hours:.2f}x)" if judged_hours > 0 else ""
+        lines.append(f"Searches' recorded cost {recorded:.2f} CPU-hours (finished trials; a failed trial's cost is not "
+                     f"recorded, their number is in brackets); the trials trained here {here:.2f} against "
+                     f"{judged_hours:.2f} estimated when each search started{ratio}.")
+    return lines
+
+
 def estimate_cell(estimate: dict[str, Any] | None, actual: float | None) -> str:
-    """``plan``'s estimate of a stage and the recorded cost's ratio to it (the ±30 % check), e.g. ``0.81 (1.12x)``."""
-    hours = (estimate or {}).get("cpu_hours")
+    """``plan``'s estimate of a stage's trials and the recorded cost's ratio to it (the ±30 % check), with the
+    estimate's rule when the plan named one, e.g. ``0.81 (1.12x)`` or ``0.81 (1.12x; asha x0.64 calibrated)``.
+    The estimate is ``trials_cpu_hours`` (the trials it trains, without the driver's backend pretraining, which no
+    runs.csv row records) where the plan split it, else ``cpu_hours`` (plans made before the split)."""
+    estimate = estimate or {}
+    hours = estimate.get("trials_cpu_hours", estimate.get("cpu_hours"))
     if hours is None:
         return "–"
-    ratio = f" ({actual / hours:.2f}x)" if actual is not None and hours > 0 else ""
-    return f"{hours:.2f}{ratio}"
+    notes = [f"{actual / hours:.2f}x"] if actual is not None and hours > 0 else []
+    notes += [estimate["rule"]] if estimate.get("rule") else []
+    return f"{hours:.2f}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def trained_here(recorded: float | None, estimate: dict[str, Any] | None) -> float | None:
+    """The recorded CPU-hours of a stage's runs.csv less what its rows imported from an earlier search recorded
+    (the plan's ``imported_cpu_hours``): the cost of the trials the estimate is of."""
+    if recorded is None:
+        return None
+    return max(0.0, recorded - float((estimate or {}).get("imported_cpu_hours") or 0.0))
 
 
 def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
@@ -119,23 +152,28 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
     chosen among them), trial-epochs, recorded CPU-hours, best validation R@20 (a search chooses on validation;
     its report shows no test)."""
     lines = ["", "## Stages (searches at the search seed, validation only)", "",
-             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | est. CPU-h (ratio) | "
+             "| stage | kind | trials (failed) | trained to the end | trial-epochs | CPU-h | "
+             "est. CPU-h (ratio; rule) | "
              "best valid R@20 | "
              "continued from (runs.csv) |", "|---|---|---|---|---|---|---|---|---|"]
-    estimates = (record.get("estimate") or {}).get("stages") or {}
     for stage, info in record["stages"].items():
         if info.get("kind") == "fixed":
             lines.append(f"| {stage} | fixed | – | – | – | – | – | – | – |")
             continue
-        budget = stage_budget(out / "stages" / stage)
+        budget, estimate = stage_budget(out / "stages" / stage), judged(record.get("estimate"), "stages", stage)
         failed = f" ({info['errored']})" if info.get("errored") else ""
         hours = f"{budget['cpu_hours']:.2f}" if budget["cpu_hours"] is not None else "–"
         best = (info.get("best_valid") or {}).get("recall_at_20")
         lines.append(f"| {stage} | {info.get('mode', 'search')} | {budget['trials']}{failed} | {info.get('finished', 0)} | "
-                     f"{budget['trial_epochs']} | {hours} | {estimate_cell(estimates.get(stage), budget['cpu_hours'])} | "
+                     f"{budget['trial_epochs']} | {hours} | "
+                     f"{estimate_cell(estimate, trained_here(budget['cpu_hours'], estimate))} | "
                      f"{f'{best:.4f}' if best is not None else '–'} | "
                      f"{info.get('imported_from') or '–'} |")
-    return lines
+    return lines + ["", "est.: frozen when the stage started (`campaign.json` `estimate.frozen`), not the latest "
+                    "plan's.", "", "It is `ddrm campaign plan`'s estimate of the trials the stage trains, beside their "
+                    "recorded cost (rows imported from an earlier search are out of both; a DDRM stage's backend "
+                    "pretraining by the study's driver, which no runs.csv row records, is out of the estimate); its "
+                    "rule as `campaign.json` `estimate.rules` defines it."]
 
 
 def across_datasets(outs: dict[str, Path], table: str) -> str:
