@@ -212,7 +212,8 @@ class _sigint_throws:
 
     def __init__(self, switch: threaded.StopSwitch) -> None:
         self.switch = switch
-        self.previous: Any = None
+        self.previous: Any = signal.default_int_handler
+        self.installed = False
 
     def _handle(self, signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, self.previous)
@@ -220,10 +221,12 @@ class _sigint_throws:
 
     def __enter__(self) -> "_sigint_throws":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.getsignal(signal.SIGINT)
+            found = signal.getsignal(signal.SIGINT)
+            self.previous = found if found is not None else signal.default_int_handler  # None: not set from Python
             signal.signal(signal.SIGINT, self._handle)
+            self.installed = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
+        if self.installed:
             signal.signal(signal.SIGINT, self.previous)
