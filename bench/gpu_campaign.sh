@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The ML-1M tuned campaign (campaigns/tuned.yaml on ml-1m_noisy: ~20 searches, then the 5-seed table) on ONE GPU,
 # 8 trials at a time sharing it (--gpus-per-trial 0.125 --cpus-per-trial 1 --max-concurrent 8 --device cuda), on
-# a local Ray, under a watchdog: after SECONDS (default 510) it sends SIGINT (Tune ends the running study, whose
-# finished trials are in its runs.csv already, and the campaign stops there), then KILL GRACE_S (60) later.
+# a local Ray, under a watchdog: after SECONDS (default 510) it sends SIGINT (the running studies end, whose
+# finished trials are in their runs.csv already, and the campaign stops there), then KILL GRACE_S (60) later.
 #
 #   bash bench/gpu_campaign.sh DATA_DIR OUT_DIR [SECONDS]     # DATA_DIR holds ml-1m_noisy
 #

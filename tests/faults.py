@@ -79,6 +79,54 @@ def hold_while_missing(release: Path | str) -> Callable[..., None]:
     return after_checkpoint(fault)
 
 
+def meeting(folder: Path | str, studies: tuple[str, ...] = (), wait_s: float = 0.0, held: tuple[str, ...] = (),
+            hold_while_missing: Path | str | None = None) -> Callable[..., None]:
+    """The production trainable, recorded: each trial writes ``<folder>/<study>-<trial id>.start`` when it starts
+    (its wall-clock time; each start, a resumed trial's too, is also a line of ``starts.log``) and ``.json``
+    (study, trial id, start, end) when it ends, in its worker. Before it trains, a trial of one of ``studies``
+    waits up to ``wait_s`` seconds for a trial of another of them to be running (started, not ended): studies
+    run side by side meet there, studies run one after another do not; and a trial of one of ``held`` waits
+    while the file ``hold_while_missing`` is missing (the moment a test sends SIGINT)."""
+    root, hold = str(folder), str(hold_while_missing) if hold_while_missing else None
+
+    def ddrm_trainable(params: dict[str, Any], plan: Any) -> None:  # Tune names the trial folders after it
+        import importlib
+        import json as json_
+        import os as os_
+        import time as time_
+
+        import ray.tune
+
+        context = ray.tune.get_context()
+        study, trial = context.get_experiment_name(), context.get_trial_id()
+        start = time_.time()
+        with open(os_.path.join(root, f"{study}-{trial}.start"), "w") as handle:
+            handle.write(repr(start))
+        with open(os_.path.join(root, "starts.log"), "a") as handle:
+            handle.write(f"{study} {trial} {start!r}\n")
+
+        def running_elsewhere() -> bool:  # "<study>-<trial id>.start" without its ".json": Tune's ids have no "-"
+            names = set(os_.listdir(root))
+            return any(name.endswith(".start") and name.rsplit("-", 1)[0] in studies
+                       and name.rsplit("-", 1)[0] != study and name[:-len(".start")] + ".json" not in names
+                       for name in names)
+
+        if study in studies:
+            deadline = start + wait_s
+            while not running_elsewhere() and time_.time() < deadline:
+                time_.sleep(0.1)
+        while study in held and hold and not os_.path.exists(hold):
+            time_.sleep(0.1)
+        production = importlib.import_module("ddrm.tuning.trainable").ddrm_trainable
+        try:
+            production(params, plan)
+        finally:
+            with open(os_.path.join(root, f"{study}-{trial}.json"), "w") as handle:
+                json_.dump({"study": study, "trial": trial, "start": start, "end": time_.time()}, handle)
+
+    return ddrm_trainable
+
+
 @contextlib.contextmanager
 def patched(trainable: Callable[..., None]) -> Iterator[None]:
     """The study runner of this (driver) process hands ``trainable`` to Tune instead of the production one."""

@@ -77,6 +77,7 @@ def test_the_flags_replace_the_spec_resources_of_every_study_and_the_device_ente
     ("--cpus-per-trial", "0", "--cpus-per-trial 0: expected a number > 0"),
     ("--max-concurrent", "0", "--max-concurrent 0: expected an integer >= 1"),
     ("--max-concurrent", "2.5", "--max-concurrent 2.5: expected an integer >= 1"),
+    ("--stages-at-once", "0", "--stages-at-once 0: expected an integer >= 1"),
     ("--device", "gpu", "--device gpu: expected one of auto, cpu, cuda"),
 ])
 def test_bad_resource_values_are_refused_with_one_line(tmp_path, capsys, flag, value, fragment):
@@ -172,7 +173,8 @@ def test_a_campaign_run_with_resource_flags_records_them_in_every_runs_csv_row(t
     chosen = yaml.safe_load((out / "stages" / "mf" / "chosen_config.yaml").read_text())
     assert chosen["train"]["device"] == "auto"  # the chosen config is the same whichever device searched it
     record = json.loads((out / "campaign.json").read_text())
-    assert record["resources"] == {"max_concurrent": 1, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "device": "cpu"}
+    assert record["resources"] == {"max_concurrent": 1, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "device": "cpu",
+                                   "stages_at_once": 1}  # one trial slot: one stage at a time
 
 
 @pytest.mark.parametrize("script, out", [("gpu_campaign.sh", "out"), ("gpu_study.sh", "out.json")])

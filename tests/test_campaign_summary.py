@@ -41,4 +41,6 @@ def test_a_campaign_stopped_part_way_lists_its_stages_data_and_cost(tmp_path):
     assert "Data: `d`, split random (seed 0); 1,000 users x 200 items; train / valid / test 7,000 / 1,000 / 2,000" in text
     assert "| mf | tpe | 2 (1) | 2 | 30 | 1.00 | 0.80 (1.25x) | 0.1234 | – |" in text
     assert "| mostpop | fixed |" in text
-    assert "estimated 2.00 CPU-hours" in text and "recorded cost 1.00 CPU-hours" in text
+    assert "estimates 2.00 CPU-hours for the whole campaign" in text
+    assert "recorded cost 1.00 CPU-hours" in text
+    assert "the trials trained here 1.00 against 0.80 estimated when each search started (1.25x)" in text

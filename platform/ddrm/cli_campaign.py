@@ -33,7 +33,12 @@ def add_campaign_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, metavar="N", help="smoke run: cap every stage at N >= 1 epochs")
     p.add_argument("--no-probe", action="store_true", help="skip the measured probe: no CPU-hours in the plan (or "
                                                            "in campaign.json's estimate), minutes sooner to the trials")
-    p.add_argument("--max-concurrent", metavar="K", help="trials running at once, replacing the spec's max_concurrent")
+    p.add_argument("--max-concurrent", metavar="K", help="trials running at once in all, replacing the spec's "
+                                                         "max_concurrent")
+    p.add_argument("--stages-at-once", metavar="N", help="stages (and tables) running side by side, each as soon as "
+                                                         "the stages it needs are chosen, sharing the trials; 1: "
+                                                         "one at a time (default: the spec's stages_at_once, else "
+                                                         "max_concurrent)")
     p.add_argument("--cpus-per-trial", metavar="N", help="CPUs (and torch threads) per trial, replacing the spec's "
                                                          "cpus_per_trial")
     p.add_argument("--gpus-per-trial", metavar="F", help="GPU share per trial, replacing the spec's gpus_per_trial: a "
@@ -57,14 +62,17 @@ def _number(flag: str, text: str, kind: type, expected: str, ok) -> float | int:
 
 
 def resource_changes(args: argparse.Namespace) -> dict:
-    """The spec keys ``--max-concurrent`` / ``--cpus-per-trial`` / ``--gpus-per-trial`` / ``--device`` replace,
-    each validated (one :class:`ConfigError` line)."""
+    """The spec keys ``--max-concurrent`` / ``--stages-at-once`` / ``--cpus-per-trial`` / ``--gpus-per-trial`` /
+    ``--device`` replace, each validated (one :class:`ConfigError` line)."""
     from .campaign.spec import gpu_share_error
     from .campaign.spec import DEVICES
 
     changes: dict = {}
     if args.max_concurrent is not None:
         changes["max_concurrent"] = _number("--max-concurrent", args.max_concurrent, int, "an integer >= 1",
+                                            lambda v: v >= 1)
+    if args.stages_at_once is not None:
+        changes["stages_at_once"] = _number("--stages-at-once", args.stages_at_once, int, "an integer >= 1",
                                             lambda v: v >= 1)
     if args.cpus_per_trial is not None:
         changes["cpus_per_trial"] = _number("--cpus-per-trial", args.cpus_per_trial, float, "a number > 0",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +77,35 @@ def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
                     f"another --tracking-uri")
 
 
+_SQLITE_CALLS = threading.RLock()  # one call into a sqlite store at a time, from whichever of the driver's threads
+
+
+class _OneCallAtATime:
+    """An ``MlflowClient`` whose method calls hold :data:`_SQLITE_CALLS`: studies that run side by side in one
+    driver write one sqlite file, and sqlite refuses a writer ("database is locked") when another connection's
+    transaction holds the file longer than its busy timeout or would deadlock with it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with _SQLITE_CALLS:
+                return attribute(*args, **kwargs)
+
+        return call
+
+
 def _client(uri: str):
+    """An MLflow client of ``uri``; for a sqlite store, one whose calls the driver's threads take in turn."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    return _OneCallAtATime(client) if uri.startswith("sqlite:") else client
 
 
 def sqlite_store_missing(uri: str) -> bool:

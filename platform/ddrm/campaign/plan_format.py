@@ -62,8 +62,11 @@ def format_plan(plan: dict[str, Any], cpus: int) -> str:
              f"{plan['table_seeds']}"]
     if plan.get("resources"):
         r = plan["resources"]
+        at_once = r.get("stages_at_once", 1)
+        studies = ("stages and tables one at a time" if at_once == 1 else
+                   f"up to {at_once} stages and tables side by side, each once the stages it needs are chosen")
         lines.append(f"trials: up to {r['max_concurrent']} at once, each {r['cpus_per_trial']:g} CPU(s) and "
-                     f"{r['gpus_per_trial']:g} GPU(s), train.device {r['device'] or 'as the spaces say'}")
+                     f"{r['gpus_per_trial']:g} GPU(s), train.device {r['device'] or 'as the spaces say'}; {studies}")
     for number, level in enumerate(plan["levels"], 1):
         lines.append(f"level {number}:")
         for stage in level:

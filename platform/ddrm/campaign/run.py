@@ -1,18 +1,22 @@
-"""Run a campaign on one dataset: every stage's search in dependency order, then every table, into one store.
+"""Run a campaign on one dataset: every stage's search in dependency order, and every table, into one store.
 
-Each search stage is a ``ddrm tune`` study named ``<campaign>-<dataset>-<stage>`` at the campaign's search seed
-and budget, its base completed with the dataset and the keys it inherits from its upstream stages' *chosen*
-configs (best validation trial). Each table is a ``ddrm ablate`` study whose rows are those chosen configs rerun
-at the table seeds. Everything resumes: a study continues from the tracking store, else from the ``runs.csv``
-the campaign folder holds (committed by an earlier session), so no finished trial is trained twice. The
-campaign folder ``<out>`` holds per stage its report and ``chosen_config.yaml``, per table its report, and
-``campaign.json`` (what ran, what was imported, the estimated and the actual cost). A stage may also import an
-earlier search (spec ``imports``): its rows that are the stage's experiment join the study, without test
-metrics, and count toward the budget (:mod:`.imports`).
+A stage starts as soon as the stages it inherits from are chosen, a table as soon as its rows' stages are;
+independent ones run side by side (``stages_at_once``, by default one per trial slot), sharing the campaign's
+``max_concurrent`` trial slots (:mod:`.schedule`, :mod:`.jobs`). Each search stage is a ``ddrm tune`` study
+named ``<campaign>-<dataset>-<stage>`` at the campaign's search seed and budget, its base completed with the
+dataset and the keys it inherits from its upstream stages' *chosen* configs (best validation trial). Each table
+is a ``ddrm ablate`` study whose rows are those chosen configs rerun at the table seeds. Everything resumes: a
+study continues from the tracking store, else from the ``runs.csv`` the campaign folder holds (committed by an
+earlier session), so no finished trial is trained twice. The campaign folder ``<out>`` holds per stage its
+report and ``chosen_config.yaml``, per table its report, and ``campaign.json`` (what ran, what was imported, the
+estimated and the actual cost; stages and tables in spec order). A stage may also import an earlier search (spec
+``imports``): its rows that are the stage's experiment join the study, without test metrics, and count toward
+the budget (:mod:`.imports`).
 
-A SIGINT stops the campaign cleanly: inside a study's trials Tune ends the study (its finished trials are in the
-folder's ``runs.csv`` already) and the campaign stops there (:class:`CampaignInterrupted`, no chosen config from a
-partial search); anywhere else it stops at once (``KeyboardInterrupt``). Rerunning the same command resumes.
+A SIGINT stops the campaign cleanly: every study running its trials ends (its finished trials are in the
+folder's ``runs.csv`` already, its unfinished ones resume from its Tune folder) and the campaign stops there
+(:class:`CampaignInterrupted`, no chosen config from a partial search); a study doing anything else stops at
+once with the campaign. Rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import fnmatch
 import json
 import math
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -33,13 +36,10 @@ from ..errors import ConfigError
 from ..tuning.spec import AblationSpec, Resources, SearchSpec, load_search_spec
 from .frozen import carry_frozen, freeze_at_start, with_frozen
 from .imports import Selection, select_rows
-from .spec import CampaignSpec, import_path, space_path, stage_order
+from .schedule import CampaignInterrupted, run_jobs
+from .spec import CampaignSpec, import_path, space_path, stages_at_once
 
 CHOSEN_FILE = "chosen_config.yaml"
-
-
-class CampaignInterrupted(KeyboardInterrupt):
-    """A study of the campaign was stopped by a SIGINT before its end; the campaign stops after it."""
 
 
 def stop_if_interrupted(summary: dict[str, Any], part: str, folder: Path) -> None:
@@ -76,9 +76,10 @@ def trial_resources(spec: CampaignSpec) -> Resources:
 
 
 def resources_record(spec: CampaignSpec) -> dict[str, Any]:
-    """The resources as ``campaign.json`` and the plan record them."""
+    """The resources as ``campaign.json`` and the plan record them (where studies and trials run, how many at
+    once: a resumed campaign may run with others)."""
     return {"max_concurrent": spec.max_concurrent, "cpus_per_trial": spec.cpus_per_trial,
-            "gpus_per_trial": spec.gpus_per_trial, "device": spec.device}
+            "gpus_per_trial": spec.gpus_per_trial, "device": spec.device, "stages_at_once": stages_at_once(spec)}
 
 
 def grid_size(search: SearchSpec) -> int:
@@ -185,65 +186,24 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                  tracking_uri: str | None = None, data_dir: str | None = None,
                  estimate: dict[str, Any] | None = None,
                  replan: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Every stage (dependency order), then every table; returns and writes ``<out>/campaign.json``. ``estimate``:
-    the launch's plan, kept with the estimates frozen when each part started (:mod:`.frozen`: carried over from
-    the folder's ``campaign.json``, the others frozen as they start); ``replan``: makes a new plan, for a part the
-    launch's plan stood in on stages chosen since."""
-    from ..tuning.runner import run_ablation, run_search
+    """Every stage as soon as the stages it inherits from are chosen, every table as soon as its rows' stages
+    are, up to :func:`~.spec.stages_at_once` side by side and ``max_concurrent`` trials in all (:mod:`.schedule`);
+    returns and writes ``<out>/campaign.json``. ``estimate``: the launch's plan, kept with the estimates frozen
+    when each part started (:mod:`.frozen`: carried over from the folder's ``campaign.json``, the others frozen as
+    they start); ``replan``: makes a new plan, for a part the launch's plan stood in on stages chosen since."""
+    from ..tuning.slots import SlotPool, sharing
+    from .jobs import CampaignRun
 
     out = Path(out)
-    chosen: dict[str, Config] = {}
     record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": _relative(spec.source),
                               "budget": spec.budget, "search_seed": spec.search_seed,
                               "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
                               "resources": resources_record(spec),
                               "data": dataset_facts(dataset, data_dir),
                               "estimate": with_frozen(estimate or {}, carry_frozen(out))}
-    for level in stage_order(spec):
-        for stage in level:  # a level's stages are independent; each search fills the CPUs it is given
-            folder = out / "stages" / stage
-            start = time.perf_counter()
-            if spec.stages[stage].fixed is not None:
-                chosen[stage] = fixed_config(spec, stage, dataset, chosen)
-                _write_chosen(folder, chosen[stage], f"stage {stage}: a fixed config (nothing searched)")
-                record["stages"][stage] = {"kind": "fixed", "trials": 0}
-                continue
-            if freeze_at_start(record, "stages", stage, replan):
-                write_record(out, record)  # before its trials: a stop mid-search keeps the frozen estimate
-            search = search_spec(spec, stage, dataset, chosen)
-            imported = _runs_csv(folder)
-            earlier = earlier_search(spec, stage, dataset, search)
-            sources = [s for s in (imported, earlier.rows if earlier else None) if s is not None]
-            summary = run_search(search, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
-                                 resume=True, import_runs=sources or None, snapshot_to=folder)
-            stop_if_interrupted(summary, f"stage {stage}", folder)
-            chosen[stage] = best_config(search, summary)
-            _copy_report(summary.get("report"), folder)
-            _write_chosen(folder, chosen[stage], f"stage {stage}: the best of {summary['finished']} finished trials "
-                                                 f"of {search.name} by validation {search.metric}")
-            record["stages"][stage] = {
-                "kind": "search", "mode": search.mode, "trials": summary["trials"], "finished": summary["finished"],
-                "errored": summary["errored"], "epochs_spent": summary["epochs_spent"],
-                "inherits": dict(spec.stages[stage].inherit), "imported_from": _relative(imported),
-                "imported_search": earlier.record() if earlier else None,
-                "best_valid": (summary["best"] or {}).get("valid"), "driver_wall_seconds": time.perf_counter() - start}
-            write_record(out, record)
-    for table in spec.tables:
-        folder = out / "tables" / table
-        start = time.perf_counter()
-        if freeze_at_start(record, "tables", table, replan):
-            write_record(out, record)
-        ablation = table_spec(spec, table, dataset, chosen)
-        imported = _runs_csv(folder)
-        summary = run_ablation(ablation, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, resume=True,
-                               import_runs=imported, snapshot_to=folder)
-        stop_if_interrupted(summary, f"table {table}", folder)
-        _copy_report(summary.get("report"), folder)
-        record["tables"][table] = {"trials": summary["trials"], "finished": summary["finished"],
-                                   "errored": summary["errored"], "imported_from": _relative(imported),
-                                   "rows": dict(spec.tables[table].rows),
-                                   "driver_wall_seconds": time.perf_counter() - start}
-        write_record(out, record)
+    campaign = CampaignRun(spec, dataset, out, record, storage, tracking_uri, data_dir, replan)
+    with sharing(SlotPool(spec.max_concurrent)):
+        run_jobs(campaign.jobs(), stages_at_once(spec))
     write_record(out, record)
     return record
 

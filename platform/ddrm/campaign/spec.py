@@ -7,10 +7,11 @@
     search_seed: 0                # every search runs at this seed ...
     table_seeds: [1, 2, 3, 4, 5]  # ... and every table at these, which must not include it
     base: {train: {epochs: 100}}  # config applied to every stage (the dataset is set by --dataset)
-    max_concurrent: 2             # trials at once (--max-concurrent), each with
+    max_concurrent: 2             # trials at once in all (--max-concurrent), each with
     cpus_per_trial: 1             # ... this many CPUs (--cpus-per-trial) and
     gpus_per_trial: 0             # ... this share of a GPU (--gpus-per-trial; 0.125: eight trials on one GPU)
     device: null                  # every trial's train.device (--device cuda|cpu|auto); null: the spaces' own
+    stages_at_once: null          # stages (and tables) run side by side (--stages-at-once); null: max_concurrent
     stages:
       mf: {space: spaces/mf.yaml}                                  # a search (path relative to this file)
       mf_ddrm: {space: spaces/ddrm.yaml, inherit: {mf: ["model.*"]}}  # DDRM on mf's chosen backend
@@ -27,7 +28,8 @@
 keys) into this stage's base: a plug-in is searched on its backend's tuned config, and no config is ever copied
 by hand. The protocol rules this file enforces (DESIGN §4a): equal budget, table seeds disjoint from the search
 seed, stages in dependency order. The resources and the device say where trials run, not what they compute:
-they enter no study key, so a campaign made on CPUs resumes on a GPU and back (:class:`ddrm.tuning.spec.Resources`).
+they enter no study key, so a campaign made on CPUs resumes on a GPU and back (:class:`ddrm.tuning.spec.Resources`);
+``stages_at_once`` neither (:mod:`.schedule`).
 
 ``imports`` names, per dataset and search stage, the ``runs.csv`` of a search run before the campaign: its rows
 that are the same experiment as the stage (:mod:`.imports`) join the stage's study as finished trials, without
@@ -104,6 +106,7 @@ class CampaignSpec(_Strict):
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)  # a fraction of one GPU in (0, 1], or whole GPUs
     device: Literal[DEVICES] | None = None  # every trial's train.device; None: what the spaces say
+    stages_at_once: int | None = Field(default=None, ge=1)  # stages side by side; None: max_concurrent
     results: str | None = None  # the campaign folders' parent, relative to this file (one folder per dataset)
     stages: dict[str, StageSpec] = Field(min_length=1)
     imports: dict[str, dict[str, str]] = Field(default_factory=dict)  # {dataset: {stage: runs.csv}}, relative
@@ -150,6 +153,11 @@ class CampaignSpec(_Strict):
                     raise ValueError(f"table {table_name!r} baseline {baseline!r} is not one of its rows")
         stage_order(self)  # raises on a cycle
         return self
+
+
+def stages_at_once(spec: CampaignSpec) -> int:
+    """How many stages and tables run side by side: the spec's ``stages_at_once``, else one per trial slot."""
+    return spec.stages_at_once or spec.max_concurrent
 
 
 def stage_order(spec: CampaignSpec) -> list[list[str]]:

@@ -154,9 +154,9 @@ def _short_value(value: Any) -> str:
 
 def run_name_for(trial, plan: StudyPlan) -> str:
     """A child run's name: ``<model>/<variant>/seed<N>`` for an ablation trial (the model being the spec's
-    ``models`` entry, else ``model.name``); for a search ``trial<N>`` (Tune's trial number,
-    as in its trial folder ``ddrm_trainable_<id>_<N>_...``) and the sampled values that differ from the base
-    config, e.g. ``trial7 steps=30 bpr_weight=0.4``. ``trial``: Tune's Trial (``config``, ``experiment_tag``,
+    ``models`` entry, else ``model.name``); for a search ``trial<N>`` (Tune's trial number, as in its trial
+    folder ``ddrm_trainable_<study hash>_<id>_<N>_...``) and the sampled values that differ from the base config,
+    e.g. ``trial7 steps=30 bpr_weight=0.4``. ``trial``: Tune's Trial (``config``, ``experiment_tag``,
     ``trial_id``)."""
     from .progress import short_key
 

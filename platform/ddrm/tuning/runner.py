@@ -8,12 +8,10 @@ machine's cores; under ``ray job submit`` (``RAY_ADDRESS`` set) it joins the clu
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,10 @@ from .cluster import check_cluster_fits, fit_resources, init_ray  # noqa: F401 -
 from .plan import StudyContext, StudyPlan, encode_choice, study_context
 from .pretrain import pretrain_backends  # noqa: F401
 from .spec import MODEL_SEPARATOR, AblationSpec, Resources, SearchSpec
+from .threaded import sigint_restored, stop_requested, tune_run  # noqa: F401 - sigint_restored: the study API
 
 _context = study_context  # the name tests and older callers use
+_REPORTING = threading.Lock()  # one study's report at a time, whichever thread runs the study
 
 
 def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> str:
@@ -38,11 +38,43 @@ def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> 
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+LEGACY_TRAINABLE = "ddrm_trainable"  # the one name every study's trainable had before studies ran side by side
+
+
+def trainable_name(study: str) -> str:
+    """Tune's name of a study's trainable, its own: Tune keeps a driver's trainables in Ray's key-value store by
+    name, so two studies running at once under one name would each train with the plan registered last."""
+    return f"{LEGACY_TRAINABLE}_{hashlib.sha1(study.encode()).hexdigest()[:8]}"
+
+
+def stored_trainable_name(path: Path) -> str | None:
+    """The trainable name a Tune experiment folder was made with (Tune restores it only under that name); None
+    when its ``tuner.pkl`` cannot be read."""
+    import ray.cloudpickle
+
+    try:
+        state = ray.cloudpickle.loads((Path(path) / "tuner.pkl").read_bytes())
+    except Exception:  # noqa: BLE001 - Tune's own restore then says what is wrong with the folder
+        return None
+    name = state.get("__trainable_name") if isinstance(state, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def restores_alone(path: Path) -> bool:
+    """Whether the study whose Tune folder is ``path`` must run with no other study beside it: a folder made
+    before studies ran side by side restores under the shared trainable name and with a searcher that takes no
+    shared trial slots (:mod:`.slots`)."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(path)) and stored_trainable_name(path) == LEGACY_TRAINABLE
+
+
 def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: StudyContext, resources: Resources,
            max_failures: int, callbacks: list, tune_config, resume: bool, searched: list[str] | None = None):
     """The study's Tuner (restored from ``ctx.storage`` on ``resume``); the trainable gets ``plan`` through
-    ``tune.with_parameters``. Its console table (:mod:`.progress`): variant and seed (an ablation) or the
-    ``searched`` keys, then epoch and the validation objective."""
+    ``tune.with_parameters``, under the study's own name (:func:`trainable_name`; a restored folder's own). Its
+    console table (:mod:`.progress`): variant and seed (an ablation) or the ``searched`` keys, then epoch and the
+    validation objective."""
     from ray import tune
 
     from .progress import ablation_reporter, search_reporter, use_classic_output
@@ -51,10 +83,12 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     use_classic_output()  # else Tune's new output ignores the reporter and prints every trial's whole config
     objective = tune_config.metric or "recall_at_20"
     reporter = ablation_reporter(objective) if searched is None else search_reporter(searched, objective)
-    trainable = tune.with_resources(tune.with_parameters(ddrm_trainable, plan=plan),
-                                    {"cpu": resources.cpu, "gpu": resources.gpu})
     path = ctx.storage / spec_name
-    if resume and tune.Tuner.can_restore(str(path)):
+    restoring = resume and tune.Tuner.can_restore(str(path))
+    with_plan = tune.with_parameters(ddrm_trainable, plan=plan)
+    with_plan.__name__ = (stored_trainable_name(path) if restoring else None) or trainable_name(spec_name)
+    trainable = tune.with_resources(with_plan, {"cpu": resources.cpu, "gpu": resources.gpu})
+    if restoring:
         print(f"resuming study from {path}", flush=True)
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
                                   param_space=param_space)
@@ -115,21 +149,6 @@ def _rows(results) -> list[dict[str, Any]]:
     return rows
 
 
-@contextlib.contextmanager
-def sigint_restored():
-    """Run Tune, then put back the SIGINT handler it found: Tune installs its own for a run and leaves it, so a
-    SIGINT after the run (building the report, the next study's set-up) would reach that stale handler and be
-    lost instead of stopping the program."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def interrupted(rows: list[dict[str, Any]], expected: int | None = None) -> bool:
     """Whether Tune stopped the study before its end (a SIGINT: Tune ends the run, saves its state and returns):
     a trial that neither ended (Tune marks a trial that returned, or that a scheduler stopped, ``done``) nor
@@ -147,7 +166,8 @@ def _publish(ctx: StudyContext, name: str, parent: str, kind: str, best: dict[st
 
     out = ctx.storage / name / "report"
     try:
-        publish_study(ctx.tracking_uri, name, parent, out, kind, best, searched, objective)
+        with _REPORTING:  # matplotlib's pyplot, which draws the plots, is not thread-safe
+            publish_study(ctx.tracking_uri, name, parent, out, kind, best, searched, objective)
     except Exception as exc:  # noqa: BLE001 - a study's results must not be lost to a plotting/report error
         print(f"warning: no report for {name}: {type(exc).__name__}: {exc}", flush=True)
         return None
@@ -234,11 +254,12 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     from .. import tracking
     from .mlflow_callback import MLflowTrialCallback
+    from .slots import SharedSlots
 
     ctx = study_context(storage, data_dir, tracking_uri)
     resources = fit_resources(spec.resources)
@@ -279,23 +300,25 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
                                 points_to_evaluate=[p.point for p in previous] or None,
                                 evaluated_rewards=[p.reward for p in previous] or None)
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    if search_alg is None:  # a whole grid: what Tune would make of max_concurrent_trials
+        search_alg = BasicVariantGenerator(max_concurrent=spec.max_concurrent)
     scheduler = None
     if spec.scheduler["type"] == "asha":
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.scheduler["max_t"],
                                   grace_period=spec.scheduler["grace_period"],
                                   reduction_factor=spec.scheduler["reduction_factor"], stop_last_trials=False)
-    grid_limit = spec.max_concurrent if spec.mode == "grid" and search_alg is None else None  # else the generator's
-    tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=search_alg, scheduler=scheduler,
-                                  num_samples=num_samples, max_concurrent_trials=grid_limit)
+    tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=SharedSlots(search_alg),
+                                  scheduler=scheduler, num_samples=num_samples)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     rows, stopped = [], False
     if num_samples:
         callbacks = _callbacks(callback, ctx, parent, snapshot_to)
         tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
                        resume and not previous, searched=list(spec.space))
-        with sigint_restored():
+        with tune_run():
             rows = _rows(tuner.fit())
-        stopped = interrupted(rows, num_samples if spec.mode == "tpe" else None)  # SIGINT: Tune returned early
+        # SIGINT (or a campaign's stop): Tune returned early
+        stopped = interrupted(rows, num_samples if spec.mode == "tpe" else None) or stop_requested()
     if resume:  # the store's finished trials that Tune's (restored or new) experiment does not hold
         rows += _stored_rows(spec, ctx, parent, rows)
     finished = [r for r in rows if r["done"]]
@@ -375,10 +398,12 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     instead of retrained (see :mod:`.reuse`).
     """
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     from .. import tracking
     from .mlflow_callback import MLflowTrialCallback
     from .plan import trial_key
+    from .slots import SharedSlots
 
     ctx = study_context(storage, data_dir, tracking_uri)
     resources = fit_resources(spec.resources)
@@ -421,13 +446,15 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
                       ctx, threads=plan.threads, min_uses=2, evaluate_test=plan.evaluate_test,
                       device=plan.device, gpus=resources.gpu)
     param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
-    tune_config = tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, num_samples=1)
+    every_trial = BasicVariantGenerator(max_concurrent=spec.max_concurrent)  # what max_concurrent_trials makes
+    tune_config = tune.TuneConfig(search_alg=SharedSlots(every_trial), num_samples=1)
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     callbacks = _callbacks(callback, ctx, parent, snapshot_to)
     tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
                    resume and not restarting)
-    with sigint_restored():
+    with tune_run():
         rows = _rows(tuner.fit())
+    stopped = interrupted(rows) or stop_requested()
     table, stats = ablation_table(spec, plan, rows)
     tracking.log_table(ctx.tracking_uri, parent, table + "\n", "table.md")  # the report's table.md replaces it
     done = sum(1 for r in rows if r["done"])
@@ -435,4 +462,4 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
     tracking.finish_run(ctx.tracking_uri, parent, "FINISHED" if done else "FAILED")
     return {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent, "table": table,
             "variants": stats, "trials": len(rows), "finished": done,
-            "errored": sum(1 for r in rows if r["error"]), "report": report, "interrupted": interrupted(rows)}
+            "errored": sum(1 for r in rows if r["error"]), "report": report, "interrupted": stopped}
