@@ -355,13 +355,16 @@ def test_fractional_gpus_pack_several_trials_on_a_gpu_node_without_cuda(site):
     gpu_node = site.cluster.add_node(num_cpus=2, num_gpus=1)  # a GPU advertised on this CPU-only machine
     try:
         spec = site.spec("gpu_share", seeds="[0]", resources="{cpu: 0.5, gpu: 0.25}", concurrent=2)
-        log = site.finish(site.ablate(spec), "gpu_share")
+        site.hold.unlink()  # each trial waits after its first checkpoint: both can be held only if they share the GPU
+        driver = site.ablate(spec, hold=True)
+        try:
+            wait_for_checkpoints(site.root / "results" / "gpu_share", 2, driver)  # 0.25 GPU each: both live at once
+        finally:
+            site.hold.write_text("")
+        log = site.finish(driver, "gpu_share")
         assert "2/2 trials finished" in log, log[-3000:]
         runs = list(by_trial(trial_runs(site.server.uri, "gpu_share")).values())
         assert {r.data.tags["node_id"] for r in runs} == {gpu_node.node_id}  # only that node has GPUs
         assert {r.data.tags["device"] for r in runs} == {"cpu"}  # train.device auto: no CUDA, no crash
-        spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
-        overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
-        assert overlapping >= 2, spans  # 0.25 GPU each: trials share the one GPU
     finally:
         site.cluster.remove_node(gpu_node)
