@@ -17,7 +17,6 @@ The chosen trial is the row whose config equals the chosen config on every key b
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,19 +27,11 @@ import yaml
 from ..config import Config, config_from_dict
 from ..errors import ConfigError
 from ..metrics import BEST_EPOCH, COST_CPU, COST_EPOCHS, COST_FROM_CACHE
+from ..tuning.importer import number, read_runs_csv as read_runs
 from .imports import RUNTIME_KEYS, same_value
 
 IGNORED_KEYS = (*RUNTIME_KEYS, "train.device")  # where a trial ran (the device enters no identity), not what it ran
 MIN_TRIALS = 5  # a search's records calibrate the plan only with at least this many trials
-
-
-def number(value: Any) -> float | None:
-    """A ``runs.csv`` cell as a finite float (cells are read as text), else None."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
 
 
 def row_config(row: pd.Series) -> dict[str, Any] | None:
@@ -57,13 +48,6 @@ def same_config(row: dict[str, Any], chosen: dict[str, Any]) -> bool:
     """Whether two flat configs are one experiment: equal on every key but :data:`IGNORED_KEYS`."""
     keys = (set(row) | set(chosen)) - set(IGNORED_KEYS)
     return all(k in row and k in chosen and same_value(row[k], chosen[k]) for k in keys)
-
-
-def read_runs(path: Path) -> pd.DataFrame:
-    """The rows of a ``runs.csv``, every cell as written (text)."""
-    from ..tuning.importer import read_runs_csv
-
-    return read_runs_csv(path)
 
 
 def final_epochs(row: pd.Series) -> int | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Collection, Union
+from typing import Any, Collection, Union
 
 import pandas as pd
 
@@ -47,12 +47,15 @@ def read_runs_csv(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _number(text: str) -> float | None:
+def number(text: Any) -> float | None:
+    """A ``runs.csv`` cell (read as text) as a finite float, else None."""
     try:
         value = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
 
 
 def _source(row: pd.Series) -> str:
@@ -100,10 +103,10 @@ def import_runs(uri: str, parent_run_id: str, path: RunsSource, plan_trials: Col
                 **({"model": row["model"]} if with_models and row.get("model") else {})}
         run_name = row["variant"] if searched else f"{full}/seed{row['seed']}"
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-        epoch = _number(row.get("epoch", "")) or 0.0
+        epoch = number(row.get("epoch", "")) or 0.0
         now = int(time.time() * 1000)
         metrics = [Metric(column, value, now, int(epoch)) for column, text in row.items()
-                   if is_record_column(str(column)) and (value := _number(text)) is not None]
+                   if is_record_column(str(column)) and (value := number(text)) is not None]
         logged = {str(c)[len("param."):]: str(text) for c, text in row.items()
                   if str(c).startswith("param.") and not (isinstance(text, float) and math.isnan(text))}
         params = [Param(key, text) for key, text in upgrade_params(logged).items()]  # old names: ddrm.legacy
