@@ -31,7 +31,7 @@ def test_bench_run_quick(shared_datasets, tmp_path):
     assert scale["train_pairs"] > 0 and scale["evaluated_users"] > 0 and scale["peak_rss_mb"] > 0
     assert min(scale["mf_epoch_s"], scale["ddrm_epoch_s"], scale["evaluation_s"]) > 0
     tune = results["tune"]
-    assert tune["finished"] == tune["trials"] == 4 and 0 < tune["first_report_s"] < tune["study_wall_s"]
+    assert tune["finished"] == tune["trials"] == 2 and 0 < tune["first_report_s"] < tune["study_wall_s"]
     assert "| DDRM training (MF, released, fp32) |" in done.stdout and "| Tune overhead |" in done.stdout
     # every DDRM figure in both dtypes, each against the GEMM rate of its own dtype; the host recorded
     assert "| DDRM training (MF, released, bf16) |" in done.stdout and results["gemm"]["bf16"]["gflops"] > 0

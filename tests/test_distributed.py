@@ -64,19 +64,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _zombie(proc: Path) -> bool:
+    """Whether the process at ``/proc/<pid>`` has exited and waits to be reaped (state ``Z``)."""
+    stat = (proc / "stat").read_text()
+    return stat[stat.rindex(")") + 2:].startswith("Z")  # the state follows the command name's closing parenthesis
+
+
 def _kill_session(session: int, timeout: float = 60) -> None:
     """SIGKILL every process of ``session`` (a Popen with ``start_new_session``: it and all its descendants,
-    Ray's daemons included, whatever process groups they moved to)."""
+    Ray's daemons included, whatever process groups they moved to). A killed process whose parent is gone stays a
+    zombie until PID 1 reaps it, which some containers' PID 1 never does: zombies count as ended."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         alive = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
-                    if os.getsid(int(entry.name)) == session:
+                    if os.getsid(int(entry.name)) == session and not _zombie(entry):
                         alive.append(int(entry.name))
                         os.kill(int(entry.name), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
+                except (ProcessLookupError, PermissionError, FileNotFoundError):
                     pass
         if not alive:
             return

@@ -233,8 +233,16 @@ def wait_for_checkpoints(folder: Path, count: int, driver: subprocess.Popen, tim
 
 @pytest.fixture(scope="module")
 def calm(site):
-    """The reference study on the cluster: 2 variants x 2 seeds, undisturbed."""
-    log = site.finish(site.ablate(site.spec("calm")), "calm")
+    """The reference study on the cluster: 2 variants x 2 seeds, undisturbed. Its first two trials wait after their
+    first checkpoint until both hold one, so they run at once, one on each 1-CPU worker (a finished trial's worker
+    would otherwise take the next trial before the second worker's process is up: Tune reuses it)."""
+    site.hold.unlink()
+    driver = site.ablate(site.spec("calm"), hold=True)
+    try:
+        wait_for_checkpoints(site.root / "results" / "calm", 2, driver)
+    finally:
+        site.hold.write_text("")
+    log = site.finish(driver, "calm")
     assert "4/4 trials finished" in log, log[-3000:]
     runs = trial_runs(site.server.uri, "calm")
     return by_trial(runs)

@@ -257,3 +257,42 @@ def test_an_identical_trial_in_another_store_is_replayed_not_retrained(ray_local
     assert "reused_from" not in trained.data.tags and [step for step, _ in trained_curve] == [1, 2, 3]
     assert trained_curve != [(1, 0.91), (2, 0.93), (3, 0.92)]
     assert summary["variants"]["full"]["test"]["recall_at_20"]["mean"] == 0.25
+
+
+def _trial_pids(storage: str, name: str) -> list[int]:
+    """The worker process of each trial of study ``name``, from Tune's own ``result.json`` files."""
+    import json
+    from pathlib import Path
+
+    pids = []
+    for result in sorted((Path(storage) / name).glob("*/result.json")):
+        first = result.read_text().splitlines()[0]
+        pids.append(json.loads(first)["pid"])
+    return pids
+
+
+def test_trials_run_one_after_another_in_one_worker_with_the_metrics_of_fresh_workers(ray_local, study_dirs, tmp_path,
+                                                                                       monkeypatch):
+    import ddrm.tuning.runner as runner
+
+    spec_path = tmp_path / "reuse.yaml"
+    spec_path.write_text("name: reuse\n" + BASE + "seeds: [0, 1]\nvariants:\n  full: {}\n"
+                         "resources: {cpu: 1}\nmax_concurrent: 1\n")
+    reused = run_ablation(load_ablation_spec(spec_path), **study_dirs)
+    pids = _trial_pids(study_dirs["storage"], "reuse")
+    assert len(pids) == 2 and len(set(pids)) == 1, pids  # the second trial reuses the first one's process
+
+    monkeypatch.setattr(runner, "REUSE_ACTORS", False)
+    fresh_dirs = {**study_dirs, "storage": str(tmp_path / "ray_fresh"),
+                  "tracking_uri": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    fresh = run_ablation(load_ablation_spec(spec_path), **fresh_dirs)
+    assert len(set(_trial_pids(fresh_dirs["storage"], "reuse"))) == 2  # one process per trial
+    _, _, reused_kids = children(study_dirs["tracking_uri"], "reuse")
+    _, _, fresh_kids = children(fresh_dirs["tracking_uri"], "reuse")
+
+    def metrics(kids):
+        return {k.data.tags["seed"]: {m: v for m, v in k.data.metrics.items() if m.startswith(("test_", "valid_"))}
+                for k in kids}
+
+    assert metrics(reused_kids) == metrics(fresh_kids)  # bit-identical: the process a trial runs in changes nothing
+    assert reused["finished"] == fresh["finished"] == 2

@@ -134,6 +134,8 @@ def ddrm_trainable(params: dict[str, Any], plan: StudyPlan) -> None:
             resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
 
     placement = trial_placement(config.train.device)
+    if placement["device"].startswith("cuda"):  # the worker may have run an earlier trial (reused actors)
+        torch.cuda.reset_peak_memory_stats()
     cost = TrialCost(resume.pop(COST_STATE, None) if resume else None)
 
     def report(event) -> None:
