@@ -210,8 +210,9 @@ def test_a_table_row_takes_its_chosen_trials_epochs_and_the_others_their_cap(tmp
     assert rows["mf/ddrm"]["epochs"] == 4 and rows["mf/ddrm"]["rule"] == "cap"  # mf_ddrm not searched yet
     assert rows["ease/tuned"]["rule"] == "one fit"
     assert len(table["backends"]) == 1 and table["backends"][0]["rows"] == ["mf/alone", "mf/ddrm"]
-    # 2 seeds x (MF backend 7 epochs x 10 s, once for both rows + DDRM 4 x 100 s + one EASE fit of 1 s)
-    assert table["cpu_hours"] == pytest.approx(_hours(2 * (7 * 10 + 4 * 100 + 1)))
+    # 2 seeds x (MF backend 7 epochs x 6/7 s (its chosen trial's 6 s over 7 epochs), once for both rows + DDRM
+    # 4 x 100 s (the probe: mf_ddrm not searched yet) + one EASE fit of 1 s)
+    assert table["cpu_hours"] == pytest.approx(_hours(2 * (7 * 6 / 7 + 4 * 100 + 1)))
     printed = format_plan(_plan(spec_path, out), 2)
     assert "epochs per seed from the chosen trials' records: mf/alone 7; at the epoch cap: mf/ddrm 4" in printed
 
@@ -232,6 +233,117 @@ def test_a_ddrm_row_takes_its_ddrm_epochs_from_records_and_a_search_its_backends
                [{**_row(1, chosen, 3, cost=30.0), "cost_backend_from_cache": 1.0}])
     rows = _plan(spec_path, out)["tables"]["main"]["row_estimates"]
     assert rows["mf/ddrm"]["epochs"] == 3 and rows["mf/ddrm"]["rule"] == "records"
+
+
+# ------------------------------------------------------------------------------ table seconds per epoch from records
+def _finished_ddrm(out: Path, spec_path: Path, **cost: float | None) -> dict[str, Any]:
+    """mf_ddrm's search finished here on mf's config as the plan stands it in: its chosen trial (bpr_weight 0.5)
+    trained 3 DDRM epochs for 30 CPU-seconds on the backend its driver pretrained, unless ``cost`` sets other
+    ``cost_*`` cells (None: the cell is empty). Returns the plan made then."""
+    mf = stand_in_configs(load_campaign(spec_path), "tiny", out)["mf"]
+    _choose(out, spec_path, "mf_ddrm", {"ddrm.bpr_weight": 0.5}, chosen={"mf": mf})
+    row = {**_row(1, _ddrm(mf.model.lr, 0.5), 3, cost=30.0), "cost_backend_from_cache": 1.0}
+    row.update({f"cost_{k}": v for k, v in cost.items()})
+    _write_csv(out / "stages" / "mf_ddrm" / "runs.csv", [row])
+    return _plan(spec_path, out)
+
+
+def _row_hours(row: dict[str, Any], seeds: int = 2) -> float:
+    """A row's (or backend's) estimate as its epochs x its CPU-seconds per epoch, over the seeds."""
+    return _hours(seeds * row["epochs"] * row["cpu_seconds_per_epoch"])
+
+
+def test_a_table_row_takes_its_chosen_trials_recorded_seconds_per_epoch(tmp_path):
+    """mf's chosen trial: 6 CPU-s over 7 epochs; mf_ddrm's: 30 over its 3 DDRM epochs (the backend pretrained by
+    the driver, so the cost is of those epochs alone). The probe said 10 and 100; the searches keep it."""
+    spec_path, out = _campaign(tmp_path), tmp_path / "out"
+    _finished_mf(out, spec_path)
+    plan = _finished_ddrm(out, spec_path)
+    table = plan["tables"]["main"]
+    rows, backend = table["row_estimates"], table["backends"][0]
+    assert rows["mf/ddrm"]["cpu_seconds_per_epoch"] == pytest.approx(10.0) and rows["mf/ddrm"]["epochs"] == 3
+    assert rows["mf/ddrm"]["rate_rule"] == "rate from records of mf_ddrm" and "rate_note" not in rows["mf/ddrm"]
+    assert rows["mf/ddrm"]["cpu_hours"] == pytest.approx(_row_hours(rows["mf/ddrm"])) == pytest.approx(_hours(60))
+    assert backend["cpu_seconds_per_epoch"] == pytest.approx(6 / 7)
+    assert backend["rate_rule"] == "rate from records of mf"
+    assert backend["cpu_hours"] == pytest.approx(_row_hours(backend)) == pytest.approx(_hours(12))
+    assert rows["mf/alone"]["cpu_seconds_per_epoch"] == backend["cpu_seconds_per_epoch"]  # its cost: the backend's
+    assert rows["ease/tuned"]["rate_rule"] == "rate from the probe" and rows["ease/tuned"]["cpu_hours"] == _hours(2)
+    assert table["cpu_hours"] == pytest.approx(_hours(12 + 60 + 2))
+    assert plan["stages"]["mf_ddrm"]["rate_rule"] == "rate from the probe"  # a search: its own records never
+    assert plan["stages"]["mf_ddrm"]["trials_cpu_hours"] == pytest.approx(_hours(6 * DDRM_PER_TRIAL * 100))
+    assert {"rate from records", "rate from the probe"} <= set(plan["rules"])
+    printed = format_plan(plan, 2)
+    assert ("CPU-seconds per epoch from the chosen trials' records: mf/alone 0.86, mf/ddrm 10.00; per fit from the "
+            "probe: ease/tuned 1.00") in printed
+    assert "[mf/alone mf/ddrm] 7 (records) x 0.86 CPU-s (records)" in printed and "giving none" not in printed
+
+
+def test_a_tables_estimate_frozen_at_start_keeps_the_rates_it_was_made_with(tmp_path):
+    spec_path, out = _campaign(tmp_path), tmp_path / "out"
+    _finished_mf(out, spec_path)
+    plan = _finished_ddrm(out, spec_path)
+    record = {"estimate": with_frozen(plan, None)}
+    assert freeze_at_start(record, "tables", "main", lambda: _plan(spec_path, out))  # ease not chosen: re-planned
+    (out / "campaign.json").write_text(json.dumps(record))
+    later = _finished_ddrm(out, spec_path, cpu_seconds=90.0)  # records that change after the table started
+    assert later["tables"]["main"]["row_estimates"]["mf/ddrm"]["cpu_seconds_per_epoch"] == pytest.approx(30.0)
+    frozen = judged(with_frozen(later, carry_frozen(out)), "tables", "main")
+    assert frozen["row_estimates"]["mf/ddrm"]["cpu_seconds_per_epoch"] == pytest.approx(10.0)
+    assert frozen["made"] == REPLANNED and frozen["cpu_hours"] == pytest.approx(_hours(12 + 60 + 2))
+    assert later["tables"]["main"]["cpu_hours"] == pytest.approx(_hours(12 + 180 + 2))
+
+
+def test_a_row_whose_stage_has_not_finished_takes_the_probes_rate_for_its_cpus(tmp_path):
+    """Two CPUs per trial: the probe's seconds count twice as CPU-seconds; a record's CPU-seconds count once."""
+    spec_path, out = _campaign(tmp_path, CAMPAIGN + "cpus_per_trial: 2\n"), tmp_path / "out"
+    rows = _plan(spec_path, out)["tables"]["main"]["row_estimates"]
+    assert {r["rate_rule"] for r in rows.values()} == {"rate from the probe"}  # nothing finished
+    _finished_mf(out, spec_path)
+    plan = _plan(spec_path, out)
+    table = plan["tables"]["main"]
+    ddrm, backend = table["row_estimates"]["mf/ddrm"], table["backends"][0]
+    assert ddrm["rate_rule"] == "rate from the probe" and "rate_note" not in ddrm  # mf_ddrm not searched yet
+    assert ddrm["cpu_seconds_per_epoch"] == 200.0 and ddrm["epochs"] == 4
+    assert ddrm["cpu_hours"] == pytest.approx(_row_hours(ddrm)) == pytest.approx(_hours(2 * 4 * 200))
+    assert backend["cpu_seconds_per_epoch"] == pytest.approx(6 / 7)
+    assert table["cpu_hours"] == pytest.approx(_hours(2 * (6 + 4 * 200 + 2)))
+    assert "per epoch from the probe: mf/ddrm 200.00" in format_plan(plan, 2)
+
+
+@pytest.mark.parametrize("cost, why", [
+    ({"epochs": 10.0, "backend_from_cache": 0.0}, "cost_epochs 10 but its final stage trained 3"),  # backend too
+    ({"epochs": 10.0}, "cost_epochs 10 but its final stage trained 3"),  # resumed after training it: other_epochs
+    ({"epochs": 0.0}, "cost_epochs 0, cost_cpu_seconds 30: no epochs to divide by"),
+    ({"epochs": None, "cpu_seconds": None}, "no cost_cpu_seconds / cost_epochs recorded"),
+])
+def test_a_row_whose_records_give_no_rate_takes_the_probes_and_says_why(tmp_path, cost, why):
+    spec_path, out = _campaign(tmp_path), tmp_path / "out"
+    _finished_mf(out, spec_path)
+    plan = _finished_ddrm(out, spec_path, **cost)
+    ddrm = plan["tables"]["main"]["row_estimates"]["mf/ddrm"]
+    assert ddrm["epochs"] == 3 and ddrm["rule"] == "records"  # its epochs still from records
+    assert ddrm["rate_rule"] == "rate from the probe" and ddrm["cpu_seconds_per_epoch"] == 100.0
+    assert ddrm["rate_note"].startswith(f"mf_ddrm: {why}")
+    assert ddrm["cpu_hours"] == pytest.approx(_hours(2 * 3 * 100))
+    printed = format_plan(plan, 2)
+    assert f"at the probe's rate, the finished stages' records giving none: mf/ddrm (mf_ddrm: {why}" in printed
+
+
+def test_a_backend_whose_epochs_a_ddrm_trial_recorded_beside_its_own_takes_the_probes_rate(tmp_path):
+    """mf not finished; mf_ddrm's chosen trial trained its backend itself: 7 backend epochs (10 - 3) recorded, but
+    its one cost covers both stages: no rate for either."""
+    spec_path, out = _campaign(tmp_path), tmp_path / "out"
+    plan = _finished_ddrm(out, spec_path, epochs=10.0, backend_from_cache=0.0)
+    table = plan["tables"]["main"]
+    backend = table["backends"][0]
+    assert backend["epochs"] == 7 and backend["rule"] == "records of mf_ddrm"
+    assert backend["rate_rule"] == "rate from the probe" and backend["cpu_seconds_per_epoch"] == 10.0
+    assert backend["rate_note"] == "mf_ddrm's chosen trial trained its backend and DDRM under one cost"
+    assert table["row_estimates"]["mf/alone"]["rate_rule"] == "rate from the probe"
+    assert table["cpu_hours"] == pytest.approx(_hours(2 * (7 * 10 + 3 * 100 + 1)))
+    assert ("backend [mf/alone mf/ddrm] (mf_ddrm's chosen trial trained its backend and DDRM under one cost)"
+            in format_plan(plan, 2))
 
 
 def test_one_backend_for_the_alone_mean_and_ddrm_rows_and_its_own_for_a_loss_plug_in():

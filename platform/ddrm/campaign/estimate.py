@@ -8,8 +8,9 @@ by the recorded / expected ratio of earlier finished searches of the stage where
 calibration, :mod:`.plan_stage`); a closed-form trial is one fit. A DDRM or mean-of-liked-items stage adds its backend's
 pretraining once (the study's driver trains it before the trials, so no trial's ``runs.csv`` row records it). A
 table row costs ``seeds x`` its final stage's epochs (the chosen trial's recorded epochs, else the stage's epoch
-cap) plus, once per backend and seed, the backend it trains (rows on one backend share it: :func:`backend_key`).
-Probes are kept in ``<out>/probe.json`` per host and reused.
+cap) plus, once per backend and seed, the backend it trains (rows on one backend share it: :func:`backend_key`),
+each at the chosen trial's recorded CPU-seconds per epoch where its search finished (:mod:`.plan_rate`), else the
+probe's. Probes are kept in ``<out>/probe.json`` per host and reused.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ of the plan's entry taken when the run starts the part (:func:`freeze_at_start`)
 :data:`LAUNCH`, :data:`REPLANNED` or :data:`OLDER`), ``made_at`` (when that plan was made, UTC ISO) and
 ``frozen_at`` (when the part started). Where the launch's plan stood the part in on upstream stages that were not
 chosen yet (a provisional stage, a table whose rows' searches had not finished) and they are chosen by the time it
-starts, the run re-plans first (:func:`stale`): a table's estimate is then made from its rows' chosen trials, records
-of earlier runs, never of its own. Every launch carries the frozen entries over from the previous ``campaign.json``
-(:func:`carry_frozen`); a part keeps the first one it got.
+starts, the run re-plans first (:func:`stale`): a table's estimate is then made from its rows' chosen trials (their
+epochs and CPU-seconds per epoch), records of earlier runs, never of its own. Every launch carries the frozen
+entries over from the previous ``campaign.json`` (:func:`carry_frozen`); a part keeps the first one it got.
 
 Older records (a ``campaign.json`` written before estimates were frozen: an ``estimate`` without ``frozen``): each
 stage and table that had started by then (in its ``stages`` / ``tables``, or with a ``runs.csv`` in its folder)

@@ -8,7 +8,7 @@ are estimated), each table's (:mod:`.plan_table`); :mod:`.plan_format` prints it
 The estimate's rules (:data:`RULES`; each number in the plan, and so in ``campaign.json``'s ``estimate``, names
 its rule):
 
-- a search stage: ``trials left x epochs per trial x seconds per epoch`` (probe, :mod:`.estimate`), the epochs
+- a search stage: ``trials left x epochs per trial x seconds per epoch`` (the probe, :mod:`.estimate`), the epochs
   per trial ASHA's expectation (FIFO: the cap), *calibrated* by earlier records of the same stage where there are
   some (:func:`.plan_stage.calibration`); a closed-form trial is one fit. A DDRM / mean-of-liked-items stage whose
   space searches no model key adds its backend's pretraining by the study's driver, once: at its recorded epochs
@@ -18,7 +18,9 @@ its rule):
 - a table: per row and seed its final stage's epochs, *from records* (the chosen trial's ``epoch``,
   :mod:`.records`) when its stage's search finished in the campaign folder, else at the epoch cap; plus each
   distinct backend (:func:`.estimate.backend_key`: a standalone backend row, its mean-of-liked-items and DDRM rows
-  share one) once per seed, from records or at its cap likewise.
+  share one) once per seed, from records or at its cap likewise. Each x its CPU-seconds per epoch, *from records*
+  likewise (that chosen trial's ``cost_cpu_seconds / cost_epochs``, when its cost is of those epochs alone:
+  :mod:`.plan_rate`), else the probe's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .estimate import epoch_seconds, load_probes, probe_epoch, probe_key, save_p
 from .frozen import utc_now
 from .plan_bases import Basis, best_imported, stage_bases, stand_in_configs  # noqa: F401 - the plan's public names
 from .plan_format import format_plan  # noqa: F401
+from .plan_rate import PROBE, RECORDS
 from .plan_stage import (PRETRAINED, Seconds, backend_record, calibration, search_backend,  # noqa: F401
                          search_entry, stage_entry)
 from .plan_table import table_entry
@@ -53,6 +56,12 @@ RULES = {
                 "runs.csv): at its recorded epochs, else its cap",
     "imports": "a stage's rows imported from an earlier search count toward its trials; only the trials left are "
                "estimated (cpu_hours); from_scratch_cpu_hours: all of them",
+    RECORDS: "a table row's CPU-seconds per epoch (a backend's: of the finished stage that gave its epochs): its "
+             "stage's chosen trial's runs.csv cost_cpu_seconds / cost_epochs (data loading and the per-epoch "
+             "validation included), used only when that cost is of the epochs its final stage trained alone "
+             "(cost_epochs = epoch; not a DDRM trial that trained its own backend); else the probe's, with why",
+    PROBE: "seconds per epoch (a one-fit model: per fit): one epoch (train + validation) measured on this host by "
+           "the probe (probe.json), x cpus_per_trial; every search, and each table row without a recorded rate",
 }
 
 

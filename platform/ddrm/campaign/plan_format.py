@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .plan_rate import RECORDS
+
 
 def _stage_line(stage: str, s: dict[str, Any], stages: dict[str, Any]) -> list[str]:
     """A stage's line of the plan, and its calibration's when it has one and trials left to train."""
@@ -35,8 +37,29 @@ def _stage_line(stage: str, s: dict[str, Any], stages: dict[str, Any]) -> list[s
     return lines
 
 
+def _rate_lines(t: dict[str, Any]) -> list[str]:
+    """Which rows' CPU-seconds per epoch come from their chosen trials' records and which from the probe, then why
+    the probe where a finished stage's records give no rate (a backend's: once, for its rows)."""
+    labels = {"records": "per epoch from the chosen trials' records", "probe": "per epoch from the probe",
+              "one fit": "per fit from the probe"}
+    groups: dict[str, list[str]] = {}
+    for row, r in t.get("row_estimates", {}).items():
+        if r.get("cpu_seconds_per_epoch") is not None:
+            recorded = r["rate_rule"].startswith(RECORDS)
+            group = "one fit" if r["rule"] == "one fit" else "records" if recorded else "probe"
+            groups.setdefault(group, []).append(f"{row} {r['cpu_seconds_per_epoch']:.2f}")
+    lines = ["  CPU-seconds " + "; ".join(f"{labels[g]}: {', '.join(groups[g])}" for g in labels if g in groups)]
+    notes = [f"{row} ({r['rate_note']})" for row, r in t.get("row_estimates", {}).items() if r.get("rate_note")]
+    notes += [f"backend [{' '.join(b['rows'])}] ({b['rate_note']})" for b in t.get("backends", [])
+              if b.get("rate_note")]
+    if notes:
+        lines.append(f"  at the probe's rate, the finished stages' records giving none: {'; '.join(notes)}")
+    return lines if groups else lines[1:]
+
+
 def _table_lines(name: str, t: dict[str, Any]) -> list[str]:
-    """A table's line of the plan, then which rows' epochs come from records and which from the cap."""
+    """A table's line of the plan, then which rows' epochs come from records and which from the cap, the backends,
+    and which rows' seconds per epoch come from records and which from the probe."""
     hours = f", est. {t['cpu_hours']:.2f} CPU-h" if "cpu_hours" in t else ""
     lines = [f"table {name}: {t['rows']} rows x {len(t['seeds'])} seeds = {t['runs']} runs{hours}"]
     groups: dict[str, list[str]] = {}
@@ -49,9 +72,16 @@ def _table_lines(name: str, t: dict[str, Any]) -> list[str]:
         lines.append("  " + "; ".join(f"{labels[g]}: {', '.join(groups[g])}" for g in labels if g in groups))
     if t.get("backends"):
         shown = [f"[{' '.join(b['rows'])}] {b['epochs']} ({'records' if b['rule'].startswith('records') else 'cap'})"
-                 for b in t["backends"]]
+                 + _backend_rate(b) for b in t["backends"]]
         lines.append(f"  backends, each trained once per seed for its rows: {', '.join(shown)}")
-    return lines
+    return lines + _rate_lines(t)
+
+
+def _backend_rate(b: dict[str, Any]) -> str:
+    """`` x 0.69 CPU-s (records)`` of a backend with a rate."""
+    if b.get("cpu_seconds_per_epoch") is None:
+        return ""
+    return f" x {b['cpu_seconds_per_epoch']:.2f} CPU-s ({'records' if b['rate_rule'].startswith(RECORDS) else 'probe'})"
 
 
 def format_plan(plan: dict[str, Any], cpus: int) -> str:
@@ -76,6 +106,7 @@ def format_plan(plan: dict[str, Any], cpus: int) -> str:
     if plan["cpu_hours"] is not None:
         lines.append(f"total: est. {plan['cpu_hours']:.2f} CPU-hours (imported trials excluded), "
                      f"~{plan['cpu_hours'] / max(1, cpus):.2f} "
-                     f"h wall on {cpus} CPUs (searches: ASHA-expected epochs, calibrated where marked; tables: "
-                     f"recorded epochs where marked, else the epoch cap, an upper bound)")
+                     f"h wall on {cpus} CPUs (searches: ASHA-expected epochs, calibrated where marked, at the "
+                     f"probe's seconds per epoch; tables: recorded epochs where marked, else the epoch cap, an upper "
+                     f"bound, at the recorded seconds per epoch where marked, else the probe's)")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from ..config import Config
 from ..tuning.spec import SearchSpec
 from .estimate import backend_key, per_trial_epochs, probe_key, search_epochs
 from .plan_bases import Basis
+from .plan_rate import PROBE
 from .records import (ChosenTrials, EpochRecord, backend_epochs, epoch_record, final_epochs, recorded_cpu_hours,
                       sibling_records)
 from .spec import CampaignSpec
@@ -83,9 +84,9 @@ def search_backend(search: SearchSpec, config: Config, bases: dict[str, Basis],
 
 def search_entry(spec: CampaignSpec, stage: str, basis: Basis, bases: dict[str, Basis], out: Path,
                  chosen: ChosenTrials, seconds_of: Seconds) -> dict[str, Any]:
-    """A search stage's plan: trials (imported, left), epochs per trial and its rule, and CPU-hours: the trials
-    left (``trials_cpu_hours``, what runs.csv will record), the driver's backend pretraining, their sum
-    (``cpu_hours``), and all trials from scratch."""
+    """A search stage's plan: trials (imported, left), epochs per trial and its rule, and CPU-hours at the probe's
+    seconds per epoch (``rate_rule``): the trials left (``trials_cpu_hours``, what runs.csv will record), the
+    driver's backend pretraining, their sum (``cpu_hours``), and all trials from scratch."""
     search, config = basis.search, basis.config
     trials, cap, _ = search_epochs(search, config)
     _, asha = per_trial_epochs(search, config)
@@ -115,7 +116,7 @@ def search_entry(spec: CampaignSpec, stage: str, basis: Basis, bases: dict[str, 
         return n * (per_trial * final if cap else final) + (0.0 if pretrained else n * backend_seconds)
 
     pretrain = hours(backend_seconds if pretrained else 0.0, spec)
-    entry.update(trials_cpu_hours=hours(trials_seconds(left), spec), pretrain_cpu_hours=pretrain,
+    entry.update(rate_rule=PROBE, trials_cpu_hours=hours(trials_seconds(left), spec), pretrain_cpu_hours=pretrain,
                  cpu_hours=hours(trials_seconds(left), spec) + pretrain,
                  from_scratch_cpu_hours=hours(trials_seconds(trials), spec) + pretrain)
     return entry

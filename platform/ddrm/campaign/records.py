@@ -12,6 +12,10 @@ The chosen trial is the row whose config equals the chosen config on every key b
   expectation and a stage's epoch cap count;
 - ``cost_epochs - epoch``: its backend's epochs, when the trial trained the backend itself
   (``cost_backend_from_cache`` 0; a search's DDRM trials load the backend its driver pretrained, so theirs is 1).
+
+A row's CPU-seconds per epoch (:func:`recorded_rate`): ``cost_cpu_seconds / cost_epochs`` (the whole trial: data
+loading, training and the per-epoch validation) where ``cost_epochs`` is ``epoch``, i.e. the cost is of its final
+stage's epochs alone.
 """
 
 from __future__ import annotations
@@ -63,6 +67,24 @@ def backend_epochs(row: pd.Series) -> int | None:
     if number(row.get(COST_FROM_CACHE)) != 0.0 or cost is None or final is None:
         return None
     return max(0, int(round(cost - final)))
+
+
+def recorded_rate(row: pd.Series) -> tuple[float | None, str]:
+    """``(CPU-seconds per epoch, "")`` of a row's final stage: ``cost_cpu_seconds / cost_epochs`` when the cost is
+    of the epochs that stage trained alone (``cost_epochs`` = ``epoch``: a standalone model, or a DDRM trial on a
+    backend its driver pretrained); else ``(None, why not)``. A trial that trained its backend too (or resumed after
+    it did: the checkpoint's ``other_epochs``) has one cost for both stages' epochs; a backend loaded from the cache
+    counts none (:class:`ddrm.tuning.trainable.TrialCost`, :class:`ddrm.loop.RunCost`)."""
+    cpu, spent, final = number(row.get(COST_CPU)), number(row.get(COST_EPOCHS)), number(row.get("epoch"))
+    if cpu is None or spent is None:
+        return None, "no cost_cpu_seconds / cost_epochs recorded"
+    if spent <= 0 or cpu <= 0:
+        return None, f"cost_epochs {spent:g}, cost_cpu_seconds {cpu:g}: no epochs to divide by"
+    if final is None or round(spent) != round(final):
+        trained = "no epoch recorded" if final is None else f"its final stage trained {final:g}"
+        return None, (f"cost_epochs {spent:g} but {trained}: its one cost counts another stage's epochs too, e.g. "
+                      f"a backend the trial trained itself")
+    return cpu / spent, ""
 
 
 def recorded_cpu_hours(frame: pd.DataFrame) -> float:
