@@ -44,3 +44,23 @@ def test_a_campaign_stopped_part_way_lists_its_stages_data_and_cost(tmp_path):
     assert "estimates 2.00 CPU-hours for the whole campaign" in text
     assert "recorded cost 1.00 CPU-hours" in text
     assert "the trials trained here 1.00 against 0.80 estimated when each search started (1.25x)" in text
+
+
+def test_the_summary_lists_the_declared_rows_and_names_a_dataset_whose_table_has_not_run(tmp_path):
+    from ddrm.campaign.summary import across_datasets
+
+    done, running = tmp_path / "done", tmp_path / "running"
+    for out in (done, running):
+        out.mkdir()
+        (out / "campaign.json").write_text(json.dumps({"tables": {}, "data": {"split": "random (seed 0)"}}))
+    (done / "tables" / "t").mkdir(parents=True)
+    table = pd.DataFrame({"model": ["mf"], "variant": ["alone"], "test_recall_at_20_mean": [0.1],
+                          "test_recall_at_20_std": [0.01], "test_ndcg_at_20_mean": [0.05],
+                          "test_ndcg_at_20_std": [0.002]})
+    table.to_csv(done / "tables" / "t" / "table.csv", index=False)
+    text = across_datasets({"a": done, "b": running}, "t", ["mf/alone", "mf/ddrm"])
+    lines = text.splitlines()
+    assert [line.split(" | ")[0] for line in lines if line.startswith("| mf/")] == ["| mf/alone", "| mf/ddrm"]
+    alone = next(line for line in lines if line.startswith("| mf/alone"))
+    assert alone.count("–") == 2 and "0.1" in alone  # dataset a has it, b has no table yet
+    assert "No t results yet for b " in text

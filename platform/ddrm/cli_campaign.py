@@ -160,7 +160,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"no campaign results at {', '.join(missing)}: run `ddrm campaign run` first")
         for table in spec.tables:
-            print(f"## {table}\n\n{across_datasets(outs, table)}")
+            print(f"## {table}\n\n{across_datasets(outs, table, list(spec.tables[table].rows))}")
         return 0
     if args.action == "run":
         check_device(spec)  # before the data and the plan's probe: minutes, for trials that would all fail

@@ -176,12 +176,13 @@ def stage_lines(out: Path, record: dict[str, Any]) -> list[str]:
                     "rule as `campaign.json` `estimate.rules` defines it."]
 
 
-def across_datasets(outs: dict[str, Path], table: str) -> str:
-    """One markdown table: rows = the table's rows, columns = datasets x R@20 / N@20; then each claim's verdict
-    per dataset."""
+def across_datasets(outs: dict[str, Path], table: str, declared_rows: list[str] | None = None) -> str:
+    """One markdown table: rows = the table's rows (``declared_rows``, the spec's order, then any other row a
+    campaign recorded), columns = datasets x R@20 / N@20; a line naming the datasets whose table has no results
+    yet; then each claim's verdict per dataset."""
     frames = {d: table_rows(out, table) for d, out in outs.items()}
     records = {d: json.loads((out / "campaign.json").read_text()) for d, out in outs.items() if (out / "campaign.json").is_file()}
-    rows: list[str] = []
+    rows: list[str] = list(declared_rows or [])
     for record in records.values():
         rows += [r for r in record["tables"].get(table, {}).get("rows", {}) if r not in rows]
     header = "| row | " + " | ".join(f"{d} {SHORT[m]}" for d in outs for m in METRICS) + " |"
@@ -200,6 +201,10 @@ def across_datasets(outs: dict[str, Path], table: str) -> str:
         if path.is_file():
             for _, c in pd.read_csv(path).iterrows():
                 verdicts.setdefault(c["name"], {})[d] = c["verdict"]
+    pending = [d for d, frame in frames.items() if frame is None]
+    if pending:
+        lines += ["", f"No {table} results yet for {', '.join(pending)} (a table runs once every stage it names "
+                      "has chosen its config; `ddrm campaign run` resumes it)."]
     splits = [f"{d}: {r['data']['split']}" for d, r in records.items() if r.get("data")]
     if splits:
         lines += ["", "Splits: " + "; ".join(splits) + "."]
