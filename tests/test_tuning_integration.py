@@ -296,3 +296,13 @@ def test_trials_run_one_after_another_in_one_worker_with_the_metrics_of_fresh_wo
 
     assert metrics(reused_kids) == metrics(fresh_kids)  # bit-identical: the process a trial runs in changes nothing
     assert reused["finished"] == fresh["finished"] == 2
+
+
+def test_studies_sharing_a_campaigns_trial_slots_start_each_trial_in_a_fresh_worker():
+    from ddrm.tuning.runner import reuse_actors
+    from ddrm.tuning.slots import SlotPool, sharing
+
+    assert reuse_actors()  # a study alone: a finished trial's worker takes the next trial
+    with sharing(SlotPool(2)):  # a kept worker would hold a Ray CPU while its study waits for a shared slot
+        assert not reuse_actors()
+    assert reuse_actors()

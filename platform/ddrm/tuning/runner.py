@@ -30,8 +30,18 @@ _REPORTING = threading.Lock()  # one study's report at a time, whichever thread 
 # A finished trial's worker process starts the study's next trial (Tune resets its function session) instead of a
 # new process importing torch, Ray and the package again: about 4 s of wall per trial on a 2-core host (more than
 # a small trial's training). Every trial seeds its own RNGs and sets its own torch threads (:mod:`.trainable`), so
-# its metrics do not depend on the process it runs in.
+# its metrics do not depend on the process it runs in. Not while studies share trial slots (:func:`reuse_actors`).
 REUSE_ACTORS = True
+
+
+def reuse_actors() -> bool:
+    """Whether this study's Tune reuses finished trials' workers: :data:`REUSE_ACTORS`, unless the study shares a
+    campaign's trial slots with studies running beside it. There Tune keeps a finished trial's worker, and the Ray CPU
+    it holds, for the study's next trial while the study waits for a shared slot another study holds, whose trial
+    then waits for that CPU: measured on the Amazon campaign (2026-12-07), one of two CPUs idled that way."""
+    from .slots import shared_pool
+
+    return REUSE_ACTORS and shared_pool() is None
 
 
 def _study_key(kind: str, name: str, payload: dict[str, Any], storage: Path) -> str:
@@ -313,7 +323,7 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
                                   grace_period=spec.scheduler["grace_period"],
                                   reduction_factor=spec.scheduler["reduction_factor"], stop_last_trials=False)
     tune_config = tune.TuneConfig(metric=spec.metric, mode="max", search_alg=SharedSlots(search_alg),
-                                  scheduler=scheduler, num_samples=num_samples, reuse_actors=REUSE_ACTORS)
+                                  scheduler=scheduler, num_samples=num_samples, reuse_actors=reuse_actors())
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     rows, stopped = [], False
     if num_samples:
@@ -452,7 +462,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
                       device=plan.device, gpus=resources.gpu)
     param_space = {"variant": tune.grid_search(list(spec.variants)), "seed": tune.grid_search(list(spec.seeds))}
     every_trial = BasicVariantGenerator(max_concurrent=spec.max_concurrent)  # what max_concurrent_trials makes
-    tune_config = tune.TuneConfig(search_alg=SharedSlots(every_trial), num_samples=1, reuse_actors=REUSE_ACTORS)
+    tune_config = tune.TuneConfig(search_alg=SharedSlots(every_trial), num_samples=1, reuse_actors=reuse_actors())
     callback = MLflowTrialCallback(ctx.tracking_uri, parent, spec.name, plan)
     callbacks = _callbacks(callback, ctx, parent, snapshot_to)
     tuner = _tuner(plan, param_space, spec.name, ctx, resources, spec.max_failures, callbacks, tune_config,
