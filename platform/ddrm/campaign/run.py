@@ -21,6 +21,8 @@ once with the campaign. Rerunning the same command resumes.
 
 from __future__ import annotations
 
+import contextlib
+
 import fnmatch
 import json
 import math
@@ -202,8 +204,11 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
                               "data": dataset_facts(dataset, data_dir),
                               "estimate": with_frozen(estimate or {}, carry_frozen(out))}
     campaign = CampaignRun(spec, dataset, out, record, storage, tracking_uri, data_dir, replan)
-    with sharing(SlotPool(spec.max_concurrent)):
-        run_jobs(campaign.jobs(), stages_at_once(spec))
+    at_once = stages_at_once(spec)
+    # one study at a time needs no shared slots (its own limit is the campaign's), and without them its Tune reuses
+    # finished trials' workers (tuning/runner.py reuse_actors)
+    with sharing(SlotPool(spec.max_concurrent)) if at_once > 1 else contextlib.nullcontext():
+        run_jobs(campaign.jobs(), at_once)
     write_record(out, record)
     return record
 
