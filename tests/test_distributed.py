@@ -156,6 +156,8 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
     _kill_session(driver.pid)  # the driver and the local Ray it started
     driver.wait()
     before = _trial_runs(uri, "resumable")
+    print("before the resume:", [(r.data.tags["variant"], r.data.tags["seed"], r.data.tags.get("trial_id"),
+                                  r.info.status) for r in before])
     assert 1 <= len(before) <= 4
     resumed = subprocess.Popen(args + ["--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -168,8 +170,66 @@ def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
     after = _trial_runs(uri, "resumable")
     keys = sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in after)
     assert keys == [("full", "0"), ("full", "1"), ("item_only", "0"), ("item_only", "1")], keys
-    assert all(r.info.status == "FINISHED" for r in after)
+    statuses = [(r.data.tags["variant"], r.data.tags["seed"], r.data.tags.get("trial_id"), r.info.status,
+                 r.data.tags.get("interrupted"), r.data.tags.get("error", "")[-500:]) for r in after]
+    assert all(r.info.status == "FINISHED" for r in after), (statuses, stdout[-6000:], stderr[-3000:])
     client = MlflowClient(uri)
     parents = [r for r in client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
                if r.data.tags.get("role") == "study"]
     assert len(parents) == 1
+
+
+FAULTS = Path(__file__).with_name("faults.py")  # a ddrm driver whose trials can be held (tests only)
+
+
+def _state_names(results: Path, folder: str) -> bool:
+    """Whether the newest Tune experiment state under ``results`` records a checkpoint ``folder`` (Tune keeps a
+    trial's checkpoints pickled, as hex, inside the JSON)."""
+    states = sorted(results.glob("experiment_state-*.json"))
+    return bool(states) and folder.encode().hex() in states[-1].read_text()
+
+
+def test_a_driver_killed_when_its_state_names_a_deleted_checkpoint_resumes_that_trial_from_its_first_epoch(
+        tmp_path):
+    """What a driver killed between Tune's deletion of a replaced checkpoint and its next experiment-state save
+    leaves behind, made deterministic: the first trial holds after its epoch-1 checkpoint until the state names
+    it, the driver is killed, and the checkpoint folder is deleted as ``num_to_keep=1`` does once a newer one is
+    registered. Resumed, the trial trains from its first epoch into its own run, instead of failing."""
+    spec, data = _prepare(tmp_path, "stale", epochs=4)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results, release = tmp_path / "results", tmp_path / "release"
+    common = ["ablate", str(spec), "--data-dir", str(data), "--storage", str(results), "--tracking-uri", uri,
+              "--num-cpus", "2"]
+    env = _env(tmp_path)
+    held = subprocess.Popen([sys.executable, str(FAULTS), "--hold", str(release), *common], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not _state_names(results / "stale", "checkpoint_000000"):
+        if time.time() > deadline or held.poll() is not None:
+            _kill_session(held.pid)
+            pytest.fail("the held trial's epoch-1 checkpoint never reached Tune's experiment state")
+        time.sleep(0.5)
+    _kill_session(held.pid)
+    held.wait()
+    checkpoints = list(results.glob("stale/*/checkpoint_*"))
+    assert [c.name for c in checkpoints] == ["checkpoint_000000"]  # one trial ran (max_concurrent 1) and held
+    shutil.rmtree(checkpoints[0])
+    release.touch()
+    resumed = subprocess.Popen([sys.executable, "-m", "ddrm.cli", *common, "--resume"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = resumed.communicate(timeout=900)
+    finally:
+        _kill_session(resumed.pid)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert resumed.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "checkpoint_000000 is gone" in stdout and "from its first epoch" in stdout, stdout[-3000:]
+    after = _trial_runs(uri, "stale")
+    statuses = [(r.data.tags["variant"], r.data.tags["seed"], r.info.status, r.data.tags.get("error", "")[-300:])
+                for r in after]
+    assert sorted(s[:2] for s in statuses) == [("full", "0"), ("full", "1"), ("item_only", "0"), ("item_only", "1")]
+    assert all(s[2] == "FINISHED" for s in statuses), statuses
+    client = MlflowClient(uri)
+    for run in after:  # the restarted trial's epoch 1 was logged before the kill and is not logged again
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_recall_at_20")]
+        assert sorted(steps) == sorted(set(steps)) == list(range(1, 5)), (run.data.tags["variant"], steps)

@@ -63,6 +63,11 @@ class MLflowTrialCallback(Callback):
         if found:
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
+            # a trial that trains again from an earlier epoch than it had logged (its checkpoint was gone, or
+            # older than its last report) logs only the epochs after the last one its run holds
+            logged = found[0].data.metrics.get("epoch")
+            if logged is not None:
+                self.last_step[run_id] = int(logged)
         else:
             from mlflow.entities import Param
 

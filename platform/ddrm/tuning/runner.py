@@ -93,6 +93,7 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     from ray import tune
 
     from .progress import ablation_reporter, search_reporter, use_classic_output
+    from .stale_checkpoints import guard
     from .trainable import ddrm_trainable
 
     use_classic_output()  # else Tune's new output ignores the reporter and prints every trial's whole config
@@ -105,8 +106,12 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     trainable = tune.with_resources(with_plan, {"cpu": resources.cpu, "gpu": resources.gpu})
     if restoring:
         print(f"resuming study from {path}", flush=True)
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
-                                  param_space=param_space)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                   param_space=param_space)
+        # the callbacks are the ones pickled with the folder; a folder made before StaleCheckpoints gets one
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = guard(run_config.callbacks)
+        return tuner
     if resume:
         print(f"nothing to resume at {path}; starting a new study", flush=True)
     run_config = tune.RunConfig(
@@ -117,10 +122,12 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
 
 
 def _callbacks(callback, ctx: StudyContext, parent: str, snapshot_to: str | Path | None) -> list:
-    """The study's Tune callbacks: its MLflow logger, then (``snapshot_to``) the ``runs.csv`` snapshot of the store."""
+    """The study's Tune callbacks: its MLflow logger, then (``snapshot_to``) the ``runs.csv`` snapshot of the store,
+    and :class:`.stale_checkpoints.StaleCheckpoints` (a resumed trial whose checkpoint is gone trains anew)."""
     from .snapshot import RunsSnapshot
+    from .stale_checkpoints import guard
 
-    return [callback] + ([RunsSnapshot(ctx.tracking_uri, parent, snapshot_to)] if snapshot_to else [])
+    return guard([callback] + ([RunsSnapshot(ctx.tracking_uri, parent, snapshot_to)] if snapshot_to else []))
 
 
 def _import(ctx: StudyContext, parent: str, runs_csv: Any, plan_trials: set[str] | None = None) -> None:
