@@ -60,6 +60,29 @@ def test_a_study_without_trials_to_give_keeps_no_slot_and_without_a_pool_only_pa
     assert [free.next_trial().trial_id for _ in range(3)] == ["t1", "t2", "t3"]  # no pool: no limit
 
 
+def test_a_study_waiting_for_a_slot_is_finished_once_its_threads_stop_switch_is_thrown_and_only_then():
+    """Tune waits up to 10 minutes for a next trial of a study with no live trial unless its searcher is finished:
+    a SIGINT to a campaign must end that wait at once (it did not: the Amazon campaign's driver hung ~10 min)."""
+    waiting, other = SharedSlots(Trials(3, "w")), SharedSlots(Trials(3, "o"))
+    seen: dict[str, bool] = {}
+    mine, theirs = threaded.StopSwitch(), threaded.StopSwitch()
+
+    def study(name: str, search: SharedSlots, switch: threaded.StopSwitch) -> None:
+        threaded.bind(switch)
+        seen[f"{name} before"] = search.is_finished()
+        mine.stop()  # the campaign's switch of the first study only
+        seen[f"{name} after"] = search.is_finished()
+
+    with sharing(SlotPool(1)):
+        assert other.next_trial().trial_id == "o1" and waiting.next_trial() is None  # the one slot is taken
+        for name, search, switch in (("waiting", waiting, mine), ("other", other, theirs)):
+            thread = threading.Thread(target=study, args=(name, search, switch))
+            thread.start()
+            thread.join(WAIT)
+    assert seen == {"waiting before": False, "waiting after": True, "other before": False, "other after": False}
+    assert not waiting.is_finished()  # this (test) thread has no switch: only the searcher answers
+
+
 def test_a_restored_study_takes_back_the_slots_of_its_live_trials_and_no_pool_is_saved(tmp_path):
     study = SharedSlots(Trials(3))
     with sharing(SlotPool(3)):

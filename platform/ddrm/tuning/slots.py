@@ -131,7 +131,12 @@ class SharedSlots(SearchAlgorithm):
         self.searcher.on_trial_result(trial_id, result)
 
     def is_finished(self) -> bool:
-        return self.searcher.is_finished()
+        """The searcher's answer, or True once the study's stop switch is thrown (a SIGINT to a campaign): a study
+        with no live trial waiting for a slot is otherwise held by Tune's wait for a next trial, polled once a
+        second for up to 10 minutes, before its loop sees the stop."""
+        from .threaded import stop_requested
+
+        return self.searcher.is_finished() or stop_requested()
 
     def set_finished(self) -> None:
         self.searcher.set_finished()
