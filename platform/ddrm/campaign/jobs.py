@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config
+from .overrides import recorded_overrides
 from .schedule import Job, Work
 from .spec import CampaignSpec, stage_order
 
@@ -28,6 +29,8 @@ class CampaignRun:
         self.storage, self.tracking_uri, self.data_dir = storage, tracking_uri, data_dir
         self.replan = replan  # a new plan, for a part the launch's plan stood in on stages chosen since
         self.chosen: dict[str, Config] = {}
+        # the overrides the folder's campaign.json recorded before this launch rewrites it (.overrides.check_ran_with)
+        self.ran_with = recorded_overrides(out)
         self.entries: dict[str, dict[str, Any]] = {"stages": {}, "tables": {}}
 
     def jobs(self) -> list[Job]:
@@ -43,13 +46,17 @@ class CampaignRun:
 
     # ---------------------------------------------------------------------------------------- stages
     def _prepare_stage(self, stage: str) -> Work:
+        from .imports import stage_base
+        from .overrides import check_ran_with
         from .run import earlier_search, fixed_config, search_spec, _runs_csv
 
         if self.spec.stages[stage].fixed is not None:
             config = fixed_config(self.spec, stage, self.dataset, self.chosen)
+            check_ran_with(self.spec, stage, self.dataset, config.to_flat_dict(), self.out, self.ran_with)
             return Work(lambda: config)
-        self._freeze("stages", stage)
         search = search_spec(self.spec, stage, self.dataset, self.chosen)
+        check_ran_with(self.spec, stage, self.dataset, stage_base(search), self.out, self.ran_with)
+        self._freeze("stages", stage)
         folder = self.out / "stages" / stage
         imported = _runs_csv(folder)
         earlier = earlier_search(self.spec, stage, self.dataset, search)

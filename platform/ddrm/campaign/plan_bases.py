@@ -3,7 +3,8 @@ imports from an earlier search, and whether the run would use that config or the
 
 A stage's config is its ``chosen_config.yaml`` when an earlier run finished its search in the campaign folder; else,
 for a search that imports an earlier one, the best imported row (what the search chooses if no trial it trains does
-better); else its base config. A stage's imported rows are counted by the run's own selection
+better); else its base config (with the stage's override on the dataset, :mod:`.overrides`: a probe of a stage
+overridden to ``train.precision: bf16`` runs at bf16). A stage's imported rows are counted by the run's own selection
 (:func:`.run.earlier_search`); the count is *provisional* while an upstream stage it inherits from is not chosen
 (nor settled by an import that fills its budget), since the rows that are its experiment depend on that choice.
 """
@@ -19,7 +20,8 @@ import yaml
 from ..config import Config, config_from_dict
 from ..tuning.spec import SearchSpec
 from .estimate import search_epochs
-from .imports import Selection
+from .imports import Selection, stage_base
+from .overrides import check_ran_with, recorded_overrides
 from .run import CHOSEN_FILE, best_config, earlier_search, fixed_config, search_spec
 from .spec import CampaignSpec, stage_order
 
@@ -60,16 +62,19 @@ def best_imported(search: SearchSpec, selection: Selection | None) -> Config | N
 def stage_bases(spec: CampaignSpec, dataset: str, out: Path) -> dict[str, Basis]:
     """Every stage's :class:`Basis`, in dependency order (module docstring)."""
     bases: dict[str, Basis] = {}
+    ran_with = recorded_overrides(out)
     for level in stage_order(spec):
         for stage in level:
             configs = {name: basis.config for name, basis in bases.items()}
             pending = [up for up in spec.stages[stage].inherit if not bases[up].final]
             path = out / "stages" / stage / CHOSEN_FILE
             if spec.stages[stage].fixed is not None:
-                bases[stage] = Basis(fixed_config(spec, stage, dataset, configs), "fixed", not pending,
-                                     provisional=pending)
+                config = fixed_config(spec, stage, dataset, configs)
+                check_ran_with(spec, stage, dataset, config.to_flat_dict(), out, ran_with)
+                bases[stage] = Basis(config, "fixed", not pending, provisional=pending)
                 continue
             search = search_spec(spec, stage, dataset, configs)
+            check_ran_with(spec, stage, dataset, stage_base(search), out, ran_with)
             selection = earlier_search(spec, stage, dataset, search, announce=False)
             if path.is_file():
                 config, source, final = config_from_dict(yaml.safe_load(path.read_text())), "chosen", True

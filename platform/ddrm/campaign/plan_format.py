@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .overrides import describe
 from .plan_rate import RECORDS
 
 
@@ -23,7 +24,8 @@ def _stage_line(stage: str, s: dict[str, Any], stages: dict[str, Any]) -> list[s
             extra.append(f"all {s['trials']} from scratch {s['from_scratch_cpu_hours']:.2f}")
         hours += f" ({'; '.join(extra)})" if extra else ""
     rule = f" [{s['rule']}]" if s["kind"] != "fixed" else ""
-    imports = f"; imports {s['imports']}" if s.get("imports") else ""
+    imports = f"; overrides {describe(s['overrides'])}" if s.get("overrides") else ""
+    imports += f"; imports {s['imports']}" if s.get("imports") else ""
     if s.get("imports") and s.get("provisional"):
         stand_ins = ", ".join(f"{up}'s {stages[up].get('basis', 'base')}" for up in s["provisional"])
         imports += (f" (count provisional: {', '.join(s['provisional'])} not chosen yet; counted on {stand_ins})")

@@ -16,6 +16,7 @@ from .plan_bases import Basis
 from .plan_rate import PROBE
 from .records import (ChosenTrials, EpochRecord, backend_epochs, epoch_record, final_epochs, recorded_cpu_hours,
                       sibling_records)
+from .overrides import stage_keys
 from .spec import CampaignSpec
 
 Seconds = Callable[[Config], "tuple[float, float] | None"]  # (final stage's, backend's) seconds per epoch, or None
@@ -124,10 +125,13 @@ def search_entry(spec: CampaignSpec, stage: str, basis: Basis, bases: dict[str, 
 
 def stage_entry(spec: CampaignSpec, stage: str, dataset: str, bases: dict[str, Basis], out: Path,
                 chosen: ChosenTrials, seconds_of: Seconds) -> dict[str, Any]:
-    """One stage's entry of the plan (a fixed stage: nothing to train)."""
+    """One stage's entry of the plan (a fixed stage: nothing to train); ``overrides``: the keys the stage's
+    override sets on the dataset, where it has one (its config, and so its estimate, has them already)."""
     basis = bases[stage]
     entry: dict[str, Any] = {"inherits": {k: list(v) for k, v in spec.stages[stage].inherit.items()},
                              "model": probe_key(basis.config), "imports": spec.imports.get(dataset, {}).get(stage)}
+    if own := stage_keys(spec, stage, dataset):  # only where there are some: other plans keep their shape
+        entry["overrides"] = own
     if basis.search is None:
         entry.update(kind="fixed", basis="fixed", trials=0, imported=0, left=0, epoch_cap=0, expected_epochs=0.0,
                      rule="fixed", cpu_hours=0.0, trials_cpu_hours=0.0)

@@ -11,7 +11,9 @@ earlier session), so no finished trial is trained twice. The campaign folder ``<
 report and ``chosen_config.yaml``, per table its report, and ``campaign.json`` (what ran, what was imported, the
 estimated and the actual cost; stages and tables in spec order). A stage may also import an earlier search (spec
 ``imports``): its rows that are the stage's experiment join the study, without test metrics, and count toward
-the budget (:mod:`.imports`).
+the budget (:mod:`.imports`). A stage's base may be set further on one dataset (spec ``overrides``,
+:mod:`.overrides`): ``campaign.json`` records the overrides in force (``overrides``, only where there are some),
+and a stage whose folder ran otherwise on an overridden key is refused before it starts.
 
 A SIGINT stops the campaign cleanly: every study running its trials ends (its finished trials are in the
 folder's ``runs.csv`` already, its unfinished ones resume from its Tune folder) and the campaign stops there
@@ -38,6 +40,7 @@ from ..errors import ConfigError
 from ..tuning.spec import AblationSpec, Resources, SearchSpec, load_search_spec
 from .frozen import carry_frozen, freeze_at_start, with_frozen
 from .imports import Selection, select_rows
+from .overrides import dataset_overrides, describe, refuse_searched, searched_keys, stage_keys
 from .schedule import CampaignInterrupted, run_jobs
 from .spec import CampaignSpec, import_path, space_path, stages_at_once
 
@@ -67,7 +70,7 @@ def inherited(spec: CampaignSpec, stage: str, chosen: dict[str, Config]) -> dict
 
 def stage_overrides(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, Config]) -> dict[str, Any]:
     """What every trial of ``stage`` gets on top of its space's base: the campaign's base, the dataset, then the
-    inherited keys."""
+    inherited keys (the stage's own override on the dataset comes last, :func:`search_spec`, :func:`fixed_config`)."""
     return {**flatten(spec.base), "data.name": dataset, **inherited(spec, stage, chosen)}
 
 
@@ -89,16 +92,23 @@ def grid_size(search: SearchSpec) -> int:
 
 
 def search_spec(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, Config]) -> SearchSpec:
-    """The ``ddrm tune`` study of ``stage``: its space at the campaign's seed, budget and resources. A grid runs
-    whole and must fit the budget; TPE runs exactly ``budget`` trials (equal budget, DESIGN §4a)."""
+    """The ``ddrm tune`` study of ``stage``: its space at the campaign's seed, budget and resources, its base the
+    space's < the campaign's < the dataset < the inherited keys < the stage's override on ``dataset`` (spec
+    ``overrides``, :mod:`.overrides`). A grid runs whole and must fit the budget; TPE runs exactly ``budget``
+    trials (equal budget, DESIGN §4a)."""
     path = space_path(spec, stage)
     overrides = stage_overrides(spec, stage, dataset, chosen)
-    raw_space = (yaml.safe_load(path.read_text()) or {}).get("space") or {}
-    from ..legacy import rename_flat_keys
-
-    searched = set(rename_flat_keys(raw_space))
+    searched = searched_keys(spec, stage)
     overrides = {k: v for k, v in overrides.items() if k not in searched}  # the space's own keys are searched
-    search = load_search_spec(path, overrides)
+    own = stage_keys(spec, stage, dataset)
+    refuse_searched(spec, stage, dataset, own, searched)  # load_campaign refused it already
+    try:
+        search = load_search_spec(path, {**overrides, **own})
+    except ConfigError as exc:
+        if not own:
+            raise
+        raise ConfigError(f"{spec.source}: overrides.{dataset}.{stage} ({describe(own)}) with the stage's inherited "
+                          f"keys: {exc}") from None
     search = replace(search, name=study_name(spec, dataset, stage), seeds=(spec.search_seed,),
                      max_concurrent=spec.max_concurrent, resources=trial_resources(spec))
     if search.mode == "grid":
@@ -110,9 +120,11 @@ def search_spec(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, 
 
 
 def fixed_config(spec: CampaignSpec, stage: str, dataset: str, chosen: dict[str, Config]) -> Config:
-    """The config of a ``fixed`` stage (nothing to search)."""
+    """The config of a ``fixed`` stage (nothing to search): the campaign's base < the dataset < the inherited keys
+    < ``fixed`` < the stage's override on ``dataset``."""
     base = apply_overrides({}, stage_overrides(spec, stage, dataset, chosen))
-    return config_from_dict(apply_overrides(base, flatten(spec.stages[stage].fixed or {})))
+    config = apply_overrides(base, flatten(spec.stages[stage].fixed or {}))
+    return config_from_dict(apply_overrides(config, stage_keys(spec, stage, dataset)))
 
 
 def best_config(search: SearchSpec, summary: dict[str, Any]) -> Config:
@@ -197,9 +209,11 @@ def run_campaign(spec: CampaignSpec, dataset: str, out: str | Path, storage: str
     from .jobs import CampaignRun
 
     out = Path(out)
+    overrides = dataset_overrides(spec, dataset)  # recorded where there are some (the spec's on this dataset)
     record: dict[str, Any] = {"campaign": spec.name, "dataset": dataset, "source": _relative(spec.source),
                               "budget": spec.budget, "search_seed": spec.search_seed,
-                              "table_seeds": spec.table_seeds, "stages": {}, "tables": {},
+                              "table_seeds": spec.table_seeds, **({"overrides": overrides} if overrides else {}),
+                              "stages": {}, "tables": {},
                               "resources": resources_record(spec),
                               "data": dataset_facts(dataset, data_dir),
                               "estimate": with_frozen(estimate or {}, carry_frozen(out))}

@@ -18,6 +18,8 @@
       mostpop: {fixed: {model: {name: mostpop}}}                   # nothing to search: this config as chosen
     imports:                      # per dataset, an earlier search of a stage (its runs.csv, relative to this file)
       ml-1m_noisy: {mf: ../docs/results/tuned_ml1m/mf_ml1m_backend/runs.csv}
+    overrides:                    # per dataset, config keys set on a stage's base there (and nowhere else)
+      yelp-hin_noisy: {diffrec: {train.precision: bf16}}
     tables:
       main:
         rows: {mf/alone: mf, mf/ddrm: mf_ddrm, mostpop/fixed: mostpop}  # "<model>/<variant>": a stage
@@ -34,6 +36,9 @@ they enter no study key, so a campaign made on CPUs resumes on a GPU and back (:
 ``imports`` names, per dataset and search stage, the ``runs.csv`` of a search run before the campaign: its rows
 that are the same experiment as the stage (:mod:`.imports`) join the stage's study as finished trials, without
 their test metrics, and count toward its budget.
+
+``overrides`` sets, per dataset and stage, dotted config keys on the stage's base on that dataset alone, last
+(after ``inherit``); a searched, inherited or campaign-set key is refused (:mod:`.overrides`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from ..config import TrainConfig
 DEVICES = get_args(TrainConfig.model_fields["device"].annotation)  # train.device's values: auto, cpu, cuda
 from ..errors import ConfigError
 from ..params import MAX_SEED
+from .overrides import check_configs, check_structure
 
 
 def gpu_share_error(value: float) -> str | None:
@@ -110,6 +116,7 @@ class CampaignSpec(_Strict):
     results: str | None = None  # the campaign folders' parent, relative to this file (one folder per dataset)
     stages: dict[str, StageSpec] = Field(min_length=1)
     imports: dict[str, dict[str, str]] = Field(default_factory=dict)  # {dataset: {stage: runs.csv}}, relative
+    overrides: dict[Any, Any] = Field(default_factory=dict)  # {dataset: {stage: {dotted key: value}}} (.overrides)
     tables: dict[str, TableSpec] = Field(default_factory=dict)
     source: str = ""  # the file it was read from (set by load_campaign)
 
@@ -142,6 +149,7 @@ class CampaignSpec(_Strict):
                 if self.stages[name].fixed is not None:
                     raise ValueError(f"{where}: stage {name!r} is fixed (nothing searched), so it has no search "
                                      f"to import into")
+        check_structure(self)  # overrides: shape, stages, refused keys (ValueError naming the key path)
         for table_name, table in self.tables.items():
             for row, stage in table.rows.items():
                 if stage not in self.stages:
@@ -201,6 +209,7 @@ def load_campaign(path: str | Path) -> CampaignSpec:
             if not (path.parent / runs).is_file():
                 raise ConfigError(f"{path}: imports.{dataset}.{name}: {runs} does not exist (relative to "
                                   f"{path.parent})")
+    check_configs(spec)  # overrides against the configs they set, every dataset's (one ConfigError naming the key)
     return spec
 
 

@@ -1,7 +1,7 @@
 """A campaign's results in the paper's shape, from its committed files only (``campaign.json``, each stage's and
-table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (the earlier searches its stages
-imported, each row with its budget), and across datasets one table (rows = the table's rows, columns = datasets x
-R@20 / N@20) with a verdict per claim.
+table's ``runs.csv``, ``table.csv``, ``claims.csv``): per dataset ``campaign.md`` (the stages' overrides on the
+dataset, the earlier searches its stages imported, each row with its budget), and across datasets one table (rows =
+the table's rows, columns = datasets x R@20 / N@20) with a verdict per claim.
 """
 
 from __future__ import annotations
@@ -64,6 +64,20 @@ def imported_searches(record: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def overridden_stages(record: dict[str, Any]) -> list[str]:
+    """The lines of ``campaign.md`` naming each stage's override on this dataset (spec ``overrides``; none: no
+    lines)."""
+    overrides = record.get("overrides") or {}
+    if not overrides:
+        return []
+    lines = ["## Overrides", "", f"Config keys the spec sets on these stages' base on {record['dataset']} alone (after "
+             "`inherit`): their searches, chosen configs and table rows ran with them.", "", "| stage | keys |",
+             "|---|---|"]
+    lines += [f"| {stage} | " + ", ".join(f"`{k}: {v}`" for k, v in keys.items()) + " |"
+              for stage, keys in overrides.items()]
+    return lines + [""]
+
+
 def campaign_markdown(out: Path) -> str:
     """``campaign.md`` of one dataset's campaign folder: per table, each row's stage, budget and test metrics, then
     the claims' verdicts; the estimate beside the actual cost."""
@@ -73,6 +87,7 @@ def campaign_markdown(out: Path) -> str:
              f"{record['search_seed']} (validation only), tables at seeds {record['table_seeds']}.", ""]
     if record.get("data"):
         lines[-1:] = [data_line(record["data"]), ""]
+    lines += overridden_stages(record)
     lines += imported_searches(record)
     for table, info in record["tables"].items():
         frame = table_rows(out, table)
