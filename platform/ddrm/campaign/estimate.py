@@ -85,11 +85,16 @@ def backend_key(config: Config) -> str:
 
 def probe_key(config: Config) -> str:
     """What a probe measures: the model, its plug-in, and DDRM trained (with its precision unless fp32), DDRM with
-    nothing to train (the mean of liked items) or none (their epoch costs differ)."""
+    nothing to train (the mean of liked items) or none (their epoch costs differ); a standalone model that runs
+    below fp32 (Mult-VAE, DiffRec under bf16) gets its precision too."""
+    from ..precision import stage_precision
+
     wrapper = "alone"
     if config.ddrm.enabled:
         wrapper = "ddrm" if final_epochs_cap(config) else "mean"
     if wrapper == "ddrm" and config.train.precision != "fp32":  # the denoisers' epoch depends on it
+        wrapper += f"@{config.train.precision}"
+    if config.final_stage == "model" and stage_precision(config.train.precision, "model", config.model.name) != "fp32":
         wrapper += f"@{config.train.precision}"
     return f"{config.model.name}+{config.denoise.name}+{wrapper}"
 
