@@ -110,7 +110,8 @@ def test_dropout_touches_only_the_users_items_and_feeds_the_first_layer():
     users = torch.tensor([4, 3, 30, 8, 51, 17])
     rows = model.sparse_rows(users)
     for row, user in enumerate(users.tolist()):  # the nonzeros are exactly the user's training items
-        assert rows.items[rows.rows == row].tolist() == matrix.indices[matrix.indptr[user]:matrix.indptr[user + 1]].tolist()
+        own = matrix.indices[matrix.indptr[user]:matrix.indptr[user + 1]]
+        assert rows.items[rows.rows == row].tolist() == own.tolist()
         assert rows.counts[row] == matrix.indptr[user + 1] - matrix.indptr[user]
     normalised = 1.0 / torch.sqrt(rows.counts.float())[rows.rows]
     kept = []

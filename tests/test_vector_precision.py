@@ -21,7 +21,8 @@ from ddrm.registry import get_model, model_names, model_params
 from ddrm.train import run
 
 SMALL = {"multivae": {"hidden_dims": (16, 4), "anneal_steps": 10},
-         "diffrec": {"hidden_dims": (16,), "diffusion_steps": 4, "noise_scale": 0.1, "noise_min": 0.1, "noise_max": 0.5}}
+         "diffrec": {"hidden_dims": (16,), "diffusion_steps": 4, "noise_scale": 0.1, "noise_min": 0.1,
+                     "noise_max": 0.5}}
 BF16_MODELS = ("multivae", "diffrec")
 
 
@@ -208,8 +209,8 @@ def test_a_tiny_bf16_run_finishes_with_finite_metrics_and_records_its_precision(
     asked: list[str] = []
     real = base.autocast
     monkeypatch.setattr(base, "autocast", lambda dtype, device: asked.append(dtype) or real(dtype, device))
-    config = Config().replace({**TINY_RUN, "model.name": name, "train.precision": "bf16",
-                               **{f"model.{k}": list(v) if isinstance(v, tuple) else v for k, v in SMALL[name].items()}})
+    small = {f"model.{k}": list(v) if isinstance(v, tuple) else v for k, v in SMALL[name].items()}
+    config = Config().replace({**TINY_RUN, "model.name": name, "train.precision": "bf16", **small})
     with quiet_precision_warning():
         result = run(config, data_dir=tiny_dataset_dir, progress=False)
     assert asked and set(asked) == {"bf16"}  # the stage handed bf16 to the model: training and scoring autocast
