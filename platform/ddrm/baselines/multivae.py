@@ -12,7 +12,8 @@ Sparse input: the encoder's first layer is computed from the user's nonzeros onl
 ``sum_{i in items(u)} w_i W[:, i] + b`` (``embedding_bag`` over the batch's CSR rows) with
 ``w_i = x_i / ||x|| * mask_i / (1 - p)``, instead of the dense ``(B, I) @ (I, h1)`` product: the same function
 (scores and, at ``dropout`` 0, losses and gradients equal the dense computation to float rounding), at
-O(nnz * h1) instead of O(B * I * h1). The dropout mask is drawn over the nonzeros only (a dropped zero is
+O(nnz * h1) instead of O(B * I * h1) per batch forward and backward (the weight's gradient is still a dense
+(h1, I) tensor, as Adam needs it). The dropout mask is drawn over the nonzeros only (a dropped zero is
 zero), so with ``dropout`` > 0 it is the same distribution as the dense ``F.dropout`` of the whole row but
 not the same random draws (nor are the later draws of the batch, which follow it in the generator). The
 likelihood term gathers the log-probabilities of the user's items instead of multiplying by the dense row.
