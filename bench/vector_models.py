@@ -24,10 +24,12 @@ runs it; one untimed warm-up batch per variant before the first repetition) and 
 - ``diffrec``: fp32 vs bf16 (the denoiser under bf16 autocast in training and at every reverse step).
 
 Accuracy (``--accuracy``): each model trained to its end by ``ddrm.train.run`` (its config's epochs, patience
-and evaluation period, validation Recall@20 chooses the epoch) at fp32 and at bf16, for each ``--seeds`` seed,
-fp32 and bf16 alternating which goes first; per seed valid/test Recall@20 and NDCG@20, the paired differences
-bf16 - fp32, their mean ± std, a paired t-test, and the fp32 seed-to-seed std beside them ("within seed
-noise, paired over the seeds"). A seed's two runs start from the same initial weights.
+and evaluation period, validation Recall@20 chooses the epoch) at fp32 and at bf16 (Mult-VAE also with its dense
+encoder at fp32: the code before the sparse encoder, the same computation but for dropout's random draws), for
+each ``--seeds`` seed, the order rotating per seed; per seed valid/test Recall@20 and NDCG@20, the paired
+differences against fp32 (bf16 - fp32; dense - sparse), their mean ± std, a paired t-test, and the fp32
+seed-to-seed std beside them ("within seed noise, paired over the seeds"). Decide on the validation columns
+(test is reported beside them, never used to choose). A seed's runs start from the same initial weights.
 
 The models' settings: ``--config-multivae`` / ``--config-diffrec`` (default: the tuned ML-1M configs,
 ``docs/results/tuned_ml1m/<model>_ml1m/best_config.yaml``), ``data.name`` set to ``--dataset``, then ``--set``
@@ -41,6 +43,7 @@ overrides (both models). ``--generated USERS ITEMS PAIRS``: instead of a prepare
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -48,6 +51,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))  # this checkout's package, whatever ``pip install -e`` points at
@@ -205,35 +209,60 @@ def speed(name: str, config, data, reps: int, fraction: float, max_batches: int 
             "epoch_fraction": share, "users_trained": n_train, "settings": settings(config)}
 
 
+@contextlib.contextmanager
+def dense_multivae() -> Iterator[None]:
+    """``ddrm.train`` builds :class:`DenseMultiVAE` for ``multivae`` (the code before the sparse encoder)."""
+    import ddrm.train as train_module
+
+    real = train_module.get_model
+    train_module.get_model = lambda model: DenseMultiVAE if model == "multivae" else real(model)
+    try:
+        yield
+    finally:
+        train_module.get_model = real
+
+
+def arms(name: str) -> tuple[str, ...]:
+    """What ``--accuracy`` trains per seed: fp32 and bf16 (what ships), and for Mult-VAE the dense encoder at fp32
+    (the code before the sparse encoder: the same computation but for dropout's random draws)."""
+    return ("fp32", "bf16", "dense_fp32") if name == "multivae" else ("fp32", "bf16")
+
+
 def accuracy(name: str, config, data, seeds: list[int]) -> dict:
-    """Each seed trained to its end at fp32 and bf16 (``ddrm.train.run``); per-seed metrics, paired differences."""
+    """Each seed trained to its end per arm (``ddrm.train.run``); per-seed metrics, paired differences against fp32
+    (bf16 - fp32; for Mult-VAE also dense fp32 - sparse fp32). The arms' order rotates with the seed."""
     from scipy import stats as scipy_stats
 
     from ddrm.stats import seed_stats
     from ddrm.train import run
 
-    runs: dict[str, dict[int, dict]] = {p: {} for p in PRECISIONS}
+    order = arms(name)
+    runs: dict[str, dict[int, dict]] = {arm: {} for arm in order}
     for index, seed in enumerate(seeds):
-        for precision in (PRECISIONS if index % 2 == 0 else PRECISIONS[::-1]):
+        for arm in order[index % len(order):] + order[:index % len(order)]:
+            precision = arm.removeprefix("dense_")
             start = time.perf_counter()
-            result = run(config.replace({"seed": seed, "train.precision": precision}), data=data, progress=False)
-            runs[precision][seed] = {
+            with (dense_multivae() if arm.startswith("dense_") else contextlib.nullcontext()):
+                result = run(config.replace({"seed": seed, "train.precision": precision}), data=data, progress=False)
+            runs[arm][seed] = {
                 **{f"valid_{m}": result.valid[m] for m in METRICS}, **{f"test_{m}": result.test[m] for m in METRICS},
                 "best_epoch": result.backend.best_epoch, "epochs": result.backend.epochs_run,
                 "stop_reason": result.backend.stop_reason, "wall_s": time.perf_counter() - start,
                 "precision_stages": result.info["precision_stages"]}
-            print(f"  {name} seed {seed} {precision}: valid R@20 {result.valid['recall_at_20']:.4f}, "
-                  f"test R@20 {result.test['recall_at_20']:.4f} ({runs[precision][seed]['epochs']} epochs)",
+            print(f"  {name} seed {seed} {arm}: valid R@20 {result.valid['recall_at_20']:.4f}, "
+                  f"test R@20 {result.test['recall_at_20']:.4f} ({runs[arm][seed]['epochs']} epochs)",
                   file=sys.stderr, flush=True)
-    paired = {}
-    for key in [f"{split}_{m}" for split in ("valid", "test") for m in METRICS]:
-        fp32 = [runs["fp32"][s][key] for s in seeds]
-        bf16 = [runs["bf16"][s][key] for s in seeds]
-        diffs = [b - f for f, b in zip(fp32, bf16)]
-        test = scipy_stats.ttest_rel(bf16, fp32) if len(seeds) > 1 and any(diffs) else None
-        paired[key] = {"fp32": seed_stats(fp32), "bf16": seed_stats(bf16), "bf16_minus_fp32": seed_stats(diffs),
-                       "paired_t_p": None if test is None or math.isnan(test.pvalue) else float(test.pvalue)}
-    return {"seeds": seeds, "runs": {p: {str(s): r for s, r in v.items()} for p, v in runs.items()},
+    paired: dict[str, dict] = {}
+    for arm in order[1:]:
+        for key in [f"{split}_{m}" for split in ("valid", "test") for m in METRICS]:
+            base = [runs["fp32"][s][key] for s in seeds]
+            other = [runs[arm][s][key] for s in seeds]
+            diffs = [b - f for f, b in zip(base, other)]
+            test = scipy_stats.ttest_rel(other, base) if len(seeds) > 1 and any(diffs) else None
+            paired.setdefault(f"{arm}_minus_fp32", {})[key] = {
+                "fp32": seed_stats(base), arm: seed_stats(other), "diff": seed_stats(diffs),
+                "paired_t_p": None if test is None or math.isnan(test.pvalue) else float(test.pvalue)}
+    return {"seeds": seeds, "arms": list(order), "runs": {a: {str(s): r for s, r in v.items()} for a, v in runs.items()},
             "paired": paired, "settings": settings(config)}
 
 
@@ -247,17 +276,19 @@ def summary_lines(results: dict) -> list[str]:
             lines.append(f"| {key} | {v['est_epoch_s']:.2f} s | {v['median_eval_s']:.2f} s | {v['loss'][-1]:.4g} |")
         lines += ["| speed-up | training | validation |", "|---|---|---|"]
         lines += [f"| {key} | {r['train']:.2f}x | {r['eval']:.2f}x |" for key, r in row["speedup"].items()]
+    def fmt(stats: dict) -> str:
+        return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] is not None else "")
+
     for name, row in results.get("accuracy", {}).items():
-        lines += [f"\n{name}: bf16 - fp32, paired over seeds {row['seeds']}",
-                  "| metric | fp32 mean ± std | bf16 mean ± std | bf16 - fp32 (per seed) | mean diff | paired p |",
-                  "|---|---|---|---|---|---|"]
-        for key, v in row["paired"].items():
-            def fmt(s):
-                return f"{s['mean']:.4f}" + (f" ± {s['std']:.4f}" if s["std"] is not None else "")
-            per_seed = ", ".join(f"{d:+.4f}" for d in v["bf16_minus_fp32"]["values"])
-            p = "–" if v["paired_t_p"] is None else f"{v['paired_t_p']:.2f}"
-            lines.append(f"| {key} | {fmt(v['fp32'])} | {fmt(v['bf16'])} | {per_seed} | "
-                         f"{v['bf16_minus_fp32']['mean']:+.4f} | {p} |")
+        for comparison, metrics in row["paired"].items():
+            arm = comparison.removesuffix("_minus_fp32")
+            lines += [f"\n{name}: {arm} - fp32, paired over seeds {row['seeds']}",
+                      f"| metric | fp32 mean ± std | {arm} mean ± std | {arm} - fp32 (per seed) | mean diff | paired p |",
+                      "|---|---|---|---|---|---|"]
+            for key, v in metrics.items():
+                per_seed = ", ".join(f"{d:+.4f}" for d in v["diff"]["values"])
+                p = "–" if v["paired_t_p"] is None else f"{v['paired_t_p']:.2f}"
+                lines.append(f"| {key} | {fmt(v['fp32'])} | {fmt(v[arm])} | {per_seed} | {v['diff']['mean']:+.4f} | {p} |")
     return lines
 
 

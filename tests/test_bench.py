@@ -125,10 +125,13 @@ def test_vector_models_times_every_variant_and_pairs_fp32_with_bf16_per_seed(tmp
                            "train.epochs=1", "--json", str(accuracy_json)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     accuracy = json.loads(accuracy_json.read_text())["accuracy"]
-    for name in ("multivae", "diffrec"):
+    for name, arms in (("multivae", {"fp32", "bf16", "dense_fp32"}), ("diffrec", {"fp32", "bf16"})):
         runs = accuracy[name]["runs"]
-        assert set(runs) == {"fp32", "bf16"} and all(set(r) == {"0", "1"} for r in runs.values())
-        assert all(r["precision_stages"]["model"] == p for p, seeds in runs.items() for r in seeds.values())
-        paired = accuracy[name]["paired"]["test_recall_at_20"]
-        assert paired["bf16_minus_fp32"]["values"] == pytest.approx(
-            [runs["bf16"][s]["test_recall_at_20"] - runs["fp32"][s]["test_recall_at_20"] for s in ("0", "1")])
+        assert set(runs) == arms and all(set(r) == {"0", "1"} for r in runs.values())
+        assert all(r["precision_stages"]["model"] == arm.removeprefix("dense_")
+                   for arm, seeds in runs.items() for r in seeds.values())
+        for arm in arms - {"fp32"}:
+            paired = accuracy[name]["paired"][f"{arm}_minus_fp32"]["test_recall_at_20"]
+            assert paired["diff"]["values"] == pytest.approx(
+                [runs[arm][s]["test_recall_at_20"] - runs["fp32"][s]["test_recall_at_20"] for s in ("0", "1")])
+    assert "multivae: dense_fp32 - fp32, paired over seeds [0, 1]" in done.stdout
