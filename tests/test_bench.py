@@ -100,3 +100,38 @@ def test_determinism_compares_every_metric_byte_for_byte(tmp_path):
     Path(sides[0]).write_text(json.dumps(record))
     done = subprocess.run([sys.executable, script, "compare", *sides], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "| mf | DIFFERS |" in done.stdout, done.stdout
+
+
+def test_vector_models_times_every_variant_and_pairs_fp32_with_bf16_per_seed(tmp_path):
+    """bench/vector_models.py on generated data: the speed mode times the dense and sparse Mult-VAE and DiffRec at
+    fp32 and bf16; the accuracy mode trains each model at both precisions per seed and pairs them."""
+    script = str(REPO / "bench" / "vector_models.py")
+    common = ["--quick", "--generated", "120", "80", "1500", "--set", "model.hidden_dims=[32, 8]"]
+    speed_json, accuracy_json = tmp_path / "speed.json", tmp_path / "accuracy.json"
+    done = subprocess.run([sys.executable, script, *common, "--json", str(speed_json)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    speed = json.loads(speed_json.read_text())
+    assert speed["package"] == str(REPO / "platform" / "ddrm")  # this checkout's code, not an installed one
+    assert set(speed["speed"]["multivae"]["variants"]) == {"dense fp32", "sparse fp32", "dense bf16", "sparse bf16"}
+    assert set(speed["speed"]["diffrec"]["variants"]) == {"fp32", "bf16"}
+    for row in speed["speed"].values():
+        assert all(len(v["train_s"]) == speed["reps"] and min(v["train_s"] + v["eval_s"]) > 0
+                   for v in row["variants"].values())
+        assert all(r["train"] > 0 and r["eval"] > 0 for r in row["speedup"].values())
+    assert speed["host"]["cpu_model"] and "bf16_flags" in speed["host"] and speed["host"]["torch_threads"] == 1
+    assert "| sparse_vs_dense_fp32 |" in done.stdout and "| bf16_vs_fp32 |" in done.stdout
+    done = subprocess.run([sys.executable, script, *common, "--accuracy", "--seeds", "0", "1", "--set",
+                           "train.epochs=1", "--json", str(accuracy_json)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    accuracy = json.loads(accuracy_json.read_text())["accuracy"]
+    for name, arms in (("multivae", {"fp32", "bf16", "dense_fp32"}), ("diffrec", {"fp32", "bf16"})):
+        runs = accuracy[name]["runs"]
+        assert set(runs) == arms and all(set(r) == {"0", "1"} for r in runs.values())
+        assert all(r["precision_stages"]["model"] == arm.removeprefix("dense_")
+                   for arm, seeds in runs.items() for r in seeds.values())
+        for arm in arms - {"fp32"}:
+            paired = accuracy[name]["paired"][f"{arm}_minus_fp32"]["test_recall_at_20"]
+            assert paired["diff"]["values"] == pytest.approx(
+                [runs[arm][s]["test_recall_at_20"] - runs["fp32"][s]["test_recall_at_20"] for s in ("0", "1")])
+    assert "multivae: dense_fp32 - fp32, paired over seeds [0, 1]" in done.stdout

@@ -134,9 +134,10 @@ def test_the_plan_prints_the_overrides_and_probes_the_overridden_base(tmp_path, 
 
 def test_a_probe_is_keyed_by_the_precision_its_trained_stage_runs_at(monkeypatch):
     diffrec = load_config(None, {"model.name": "diffrec", "train.precision": "bf16"})
-    assert probe_key(diffrec) == "diffrec+none+alone"  # standalone models compute in fp32 under bf16 today ...
-    monkeypatch.setattr("ddrm.precision.BF16_STAGES", ("ddrm", "model"))
-    assert probe_key(diffrec) == "diffrec+none+alone@bf16"  # ... and get their own probe once they do not
+    assert probe_key(diffrec) == "diffrec+none+alone@bf16"  # a standalone model that computes in bf16 ...
+    assert probe_key(diffrec.replace({"model.name": "ease"})) == "ease+none+alone"  # ... not one that stays fp32
+    monkeypatch.setattr("ddrm.precision.BF16_STAGES", ("ddrm",))
+    assert probe_key(diffrec) == "diffrec+none+alone"  # the key follows what the stage computes at
     assert probe_key(diffrec.replace({"train.precision": "fp32"})) == "diffrec+none+alone"
     ddrm = load_config(None, {"model.name": "mf", "ddrm.enabled": True, "train.precision": "bf16"})
     assert probe_key(ddrm) == "mf+none+ddrm@bf16"

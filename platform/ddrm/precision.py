@@ -1,13 +1,19 @@
 """Numeric precision of the compute-heavy stages: ``train.precision: fp32 | bf16``.
 
-``bf16`` runs DDRM's denoisers (training forward/backward and every reverse step of inference) under
-``torch.autocast(device_type, dtype=torch.bfloat16)``: matmuls in bf16, master weights and Adam state in
-fp32 (autocast never casts parameters), and the denoisers' outputs cast back to fp32 before anything
-else uses them, so the losses (BPR's log-sigmoid, the MSE, the reweighting), the posterior-mean steps,
-the scores and the ranking all stay fp32.
+``bf16`` runs the dense MLPs of two kinds of stage (:data:`BF16_STAGES`) under
+``torch.autocast(device_type, dtype=torch.bfloat16)``: matmuls in bf16, master weights and Adam state in fp32
+(autocast never casts parameters), and the MLPs' outputs cast back to fp32 before anything else uses them.
 
-Only DDRM's denoisers use it (:data:`BF16_STAGES`): the backends (MF, LightGCN, SGL) and the standalone
-models (not wired, not measured) train in fp32 under ``train.precision: bf16`` too, so a bf16 run reuses the
+- ``ddrm``: DDRM's denoisers (training forward/backward and every reverse step of inference); the losses
+  (BPR's log-sigmoid, the MSE, the reweighting), the posterior-mean steps, the scores and the ranking stay fp32;
+- ``model``: the standalone models that declare ``supports_bf16`` (:func:`model_supports_bf16`): Mult-VAE
+  (encoder after its sparse first layer, decoder; the KL, log-softmax likelihood and scores stay fp32) and
+  DiffRec (the denoiser in training and at every reverse step; the MSE, posterior-mean steps and scores stay
+  fp32). CDAE, AdaGCL and the closed-form EASE / ItemKNN / MostPop do not declare it and run fp32 under
+  ``train.precision: bf16`` exactly as under fp32 (AdaGCL propagates with sparse CSR products, which have no
+  bf16 CPU kernel, see below; EASE / ItemKNN / MostPop train nothing; CDAE is not wired, not measured).
+
+The backends (MF, LightGCN, SGL) train in fp32 under ``train.precision: bf16`` too, so a bf16 run reuses the
 fp32 backend's cache entry. Measured with ``bench/precision.py``
 (docs/results/benchmarks/precision_cpu_avx512_bf16.json; AMD EPYC with avx512_bf16, 1 thread, torch 2.13, a shared
 and busy machine, medians of 3 interleaved repetitions):
@@ -19,6 +25,9 @@ and busy machine, medians of 3 interleaved repetitions):
 - LightGCN / SGL: propagation is a sparse CSR product, which has no bf16 kernel on CPU (autocast fails
   with ``"addmm_out_sparse_csr_impl_mkl" not implemented for 'BFloat16'``); the bf16 product that exists
   (COO) is 5.8x slower than the fp32 CSR one (28.8 vs 5.0 ms per layer). Not measured on CUDA.
+
+Mult-VAE and DiffRec under bf16: ``bench/vector_models.py`` (speed and, with ``--accuracy``, paired accuracy
+over seeds); not yet measured.
 
 The fast path needs bf16 hardware: on CPU the ``avx512_bf16`` or ``amx_bf16`` instructions, on CUDA a
 GPU with native bf16 (Ampere or newer). Elsewhere bf16 still runs (one warning line says so) but is
@@ -37,10 +46,11 @@ import torch
 
 from .config import PRECISIONS  # ("fp32", "bf16"), validated as train.precision
 
-__all__ = ["PRECISIONS", "BF16_STAGES", "PrecisionWarning", "autocast", "describe", "native_bf16",
-           "stage_precision", "warn_if_emulated"]
+__all__ = ["PRECISIONS", "BF16_STAGES", "PrecisionWarning", "autocast", "describe", "model_supports_bf16",
+           "native_bf16", "stage_precision", "warn_if_emulated"]
 
-BF16_STAGES: tuple[str, ...] = ("ddrm",)  # stages that autocast under bf16; the rest stay fp32
+BF16_STAGES: tuple[str, ...] = ("ddrm", "model")  # stages that autocast under bf16 ("model": only models that
+# declare supports_bf16); the backend stage stays fp32
 CPU_BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
 
 _warned: set[str] = set()
@@ -73,9 +83,22 @@ def native_bf16(device: torch.device | str) -> bool:
     return False
 
 
-def stage_precision(precision: str, stage: str) -> str:
-    """The precision ``stage`` (``backend``, ``ddrm``, ``model``) actually runs at under ``train.precision``."""
-    return precision if stage in BF16_STAGES else "fp32"
+def model_supports_bf16(model: str | None) -> bool:
+    """Whether the registered model ``model`` (``model.name``) runs its MLPs under bf16 autocast as a standalone
+    model (its class sets ``supports_bf16 = True``: Mult-VAE, DiffRec); False for None."""
+    if model is None:
+        return False
+    from .registry import get_model
+
+    return bool(getattr(get_model(model), "supports_bf16", False))
+
+
+def stage_precision(precision: str, stage: str, model: str | None = None) -> str:
+    """The precision ``stage`` (``backend``, ``ddrm``, ``model``) actually runs at under ``train.precision``;
+    for the ``model`` stage ``model`` is the standalone model's name (only those that support bf16 run it)."""
+    if stage not in BF16_STAGES or (stage == "model" and not model_supports_bf16(model)):
+        return "fp32"
+    return precision
 
 
 def autocast(precision: str, device: torch.device | str) -> ContextManager:
@@ -103,8 +126,10 @@ def warn_if_emulated(precision: str, device: torch.device | str) -> None:
                   PrecisionWarning, stacklevel=2)
 
 
-def describe(precision: str, device: torch.device | str) -> dict[str, object]:
-    """What a run records in ``RunResult.info``: requested precision, per-stage precision, native support."""
+def describe(precision: str, device: torch.device | str, model: str | None = None) -> dict[str, object]:
+    """What a run records in ``RunResult.info``: requested precision, per-stage precision (the ``model`` stage's
+    for the run's ``model.name``), native support."""
     return {"precision": precision,
-            "precision_stages": {stage: stage_precision(precision, stage) for stage in ("backend", "ddrm", "model")},
+            "precision_stages": {stage: stage_precision(precision, stage, model)
+                                 for stage in ("backend", "ddrm", "model")},
             "precision_native_bf16": native_bf16(device)}

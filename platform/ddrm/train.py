@@ -225,10 +225,16 @@ def fit_ddrm(config: Config, data: InteractionData, backend: Backend, device: to
 def fit_model(config: Config, data: InteractionData, device: torch.device, callback: Callback | None = None,
               progress: bool = True, resume: dict[str, Any] | None = None,
               evaluate_test: bool = True) -> tuple[torch.nn.Module, StageResult]:
-    """Train the standalone model ``model.name`` names (stage ``"model"``; no DDRM)."""
+    """Train the standalone model ``model.name`` names (stage ``"model"``; no DDRM). Under ``train.precision: bf16``
+    a model that declares ``supports_bf16`` (Mult-VAE, DiffRec) runs its MLPs under bf16 autocast
+    (``model.precision``); any other stays fp32 (see :mod:`ddrm.precision`)."""
     mc = config.model
     torch.manual_seed(config.seed)
     model = get_model(mc.name)(mc, data.n_users, data.n_items, data.csr("train")).to(device)
+    precision = stage_precision(config.train.precision, "model", mc.name)
+    if precision != "fp32":  # a model with supports_bf16 (Mult-VAE, DiffRec): its MLPs under bf16 autocast
+        warn_if_emulated(precision, device)  # one line, once per process
+        model.precision = precision
     if model.batch_kind is BatchKind.NONE:  # closed form (EASE, ItemKNN, MostPop): fit once, evaluate at epoch 0
         return model, fit_closed_form(model, config, data, device, callback, evaluate_test)
     optimizer = torch.optim.Adam(model.parameters(), lr=mc.lr, weight_decay=mc.weight_decay)
@@ -270,7 +276,7 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
     if config.final_stage == "model":
         model, result = fit_model(config, data, device, callback, progress, resume, evaluate_test)
         info = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
-                "model": config.model.name, **describe_precision(config.train.precision, device)}
+                "model": config.model.name, **describe_precision(config.train.precision, device, config.model.name)}
         diagnostics = stage_diagnostics("model", model, config, data, device)
         return RunResult(result.valid, result.test, result, None, config.to_dict(), info, diagnostics,
                          first_stage="model", cost=cost(result))
@@ -279,7 +285,7 @@ def run(config: Config, data: InteractionData | None = None, data_dir: str | os.
                                           evaluate_test=evaluate_test)
     info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "dataset": str(data.path),
                             "backend_from_cache": backend_result.from_cache,
-                            **describe_precision(config.train.precision, device)}
+                            **describe_precision(config.train.precision, device, config.model.name)}
     diagnostics = stage_diagnostics("backend", backend, config, data, device)
     if not config.ddrm.enabled:
         return RunResult(backend_result.valid, backend_result.test, backend_result, None, config.to_dict(), info,

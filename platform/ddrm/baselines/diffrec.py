@@ -10,6 +10,10 @@ Training: t uniform on 1..T, loss = mean over items of (x_0 - x̂_0)², weighted
 reference code's importance sampling of t. Inference: start from x_0 itself (``model.sampling_steps``
 = 0) or from x_0 noised to that step, then T posterior-mean steps (no sampled noise); the result scores
 all items.
+
+``train.precision: bf16`` (:mod:`ddrm.precision`): the denoiser (step projection and MLP) runs under bf16
+autocast in training and at every reverse step, and its output is cast back to fp32, so the noising, the
+MSE and its weights, the posterior-mean steps and the scores are fp32.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class DiffRecParams(VectorModelParams):
 
 @register_model("diffrec", DiffRecParams)
 class DiffRec(VectorModel):
+    supports_bf16 = True
+
     def __init__(self, config: DiffRecParams, n_users: int, n_items: int, train: sp.csr_matrix) -> None:
         super().__init__(config, n_users, n_items, train)
         self.schedule = NoiseSchedule(config.diffusion_steps, config.noise_min, config.noise_max,
@@ -71,10 +77,13 @@ class DiffRec(VectorModel):
         self.register_buffer("step_weights", weights, persistent=False)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(B, I)`` noisy vectors and ``(B,)`` steps -> predicted x_0 ``(B, I)``."""
-        step = self.step_proj(sinusoidal_embedding(t, self.config.step_emb_dim))
-        x_t = nn.functional.dropout(x_t, self.config.dropout, training=self.training)
-        return self.net(torch.cat([x_t, step], dim=-1))
+        """``(B, I)`` noisy vectors and ``(B,)`` steps -> predicted x_0 ``(B, I)``, fp32 (under bf16 the layers run
+        in bf16 and the output is cast back)."""
+        with self.autocast(x_t.device):
+            step = self.step_proj(sinusoidal_embedding(t, self.config.step_emb_dim))
+            x_t = nn.functional.dropout(x_t, self.config.dropout, training=self.training)
+            x0_hat = self.net(torch.cat([x_t, step], dim=-1))
+        return x0_hat.float()
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:
         x0 = self.rows(users)

@@ -86,16 +86,16 @@ def backend_key(config: Config) -> str:
 def probe_key(config: Config) -> str:
     """What a probe measures: the model, its plug-in, and DDRM trained, DDRM with nothing to train (the mean of
     liked items) or none (their epoch costs differ); and the precision its trained final stage (DDRM's denoisers,
-    the backend or the standalone model) runs at, unless fp32 (:func:`ddrm.precision.stage_precision`: only
-    DDRM's denoisers autocast today, so ``train.precision: bf16`` on a standalone model or a backend alone shares
-    the fp32 probe until its stage computes in bf16; a campaign override of the precision is keyed like that)."""
+    the backend or the standalone model) runs at, unless fp32 (:func:`ddrm.precision.stage_precision`: DDRM's
+    denoisers and the standalone models that support bf16, Mult-VAE and DiffRec; a backend alone under
+    ``train.precision: bf16`` shares the fp32 probe; a campaign override of the precision is keyed like that)."""
     from ..precision import stage_precision
 
     wrapper = "alone"
     if config.ddrm.enabled:
         wrapper = "ddrm" if final_epochs_cap(config) else "mean"
     stage = {"ddrm": "ddrm", "mean": None}.get(wrapper, "model" if config.final_stage == "model" else "backend")
-    precision = stage_precision(config.train.precision, stage) if stage else "fp32"
+    precision = stage_precision(config.train.precision, stage, config.model.name) if stage else "fp32"
     if precision != "fp32":  # the epoch depends on it
         wrapper += f"@{precision}"
     return f"{config.model.name}+{config.denoise.name}+{wrapper}"
