@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset, data_dir = args.dataset, os.path.relpath(args.data_dir, REPO)
     overrides = list(args.set) + [f"train.threads={args.threads}"]
     configs = {name: model_config(name, data.name, getattr(args, f"config_{name}"), overrides) for name in args.models}
-    results: dict = {"host": host_facts(), "host_kind": host_kind(), "package": str(Path(ddrm.__file__).parent),
+    results: dict = {"host": host_facts(), "host_kind": host_kind(), "package": os.path.relpath(Path(ddrm.__file__).parent, REPO),
                      "command": "python bench/vector_models.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                      "dataset": dataset, "data_dir": data_dir, "quick": args.quick,
                      "shape": {"users": data.n_users, "items": data.n_items, "train": len(data.train),
