@@ -133,13 +133,8 @@ def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
 # --------------------------------------------------------------------------- propagation
 
 
-def propagation_case(graph: torch.Tensor, layers: int, pooling: str, seed: int = 0, dtype=torch.float32):
-    """Ego tables, loss weights and the reference's pooled rows and ego gradients for ``batch``."""
-    generator = torch.Generator().manual_seed(seed)
-    n_users, n_items = 70, 50
-    ego = [torch.randn(n, 8, generator=generator, dtype=dtype) for n in (n_users, n_items)]
-    weights = torch.randn(30, 8, generator=generator, dtype=dtype)
-    return ego, weights
+def csr32(graph: torch.Tensor) -> torch.Tensor:
+    return to_csr(graph, small_indices=True)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -149,7 +144,9 @@ def test_fused_propagation_matches_the_layer_loop_bit_for_bit(graph_kind, layers
     train = train_matrix()
     graph = normalized_adjacency(train) if graph_kind == "full" else empty_graph(120)
     users, pos, neg = batch(70, 50)
-    ego, weights = propagation_case(graph, layers, pooling)
+    generator = torch.Generator().manual_seed(layers)
+    ego = [torch.randn(n, 8, generator=generator) for n in (70, 50)]
+    weights = torch.randn(21, 8, generator=generator)
 
     def loss_of(u, i, j):  # a loss that uses every gathered row, with repeats
         return (u * weights[:7]).sum() + (i * weights[7:14]).sum() + ((i - j) ** 2 * weights[14:21]).sum()
@@ -162,12 +159,12 @@ def test_fused_propagation_matches_the_layer_loop_bit_for_bit(graph_kind, layers
             gathered = (all_users[users], all_items[pos], all_items[neg])
             everything = torch.cat([all_users, all_items])
         elif arm == "full":
-            all_users, all_items = propagate(SymmetricSpMM(to_csr(graph)), *leaves, layers, pooling)
+            all_users, all_items = propagate(SymmetricSpMM(csr32(graph)), *leaves, layers, pooling)
             gathered = (all_users[users], all_items[pos], all_items[neg])
             everything = torch.cat([all_users, all_items])
         else:
             rows, where = torch.unique(torch.cat([users, pos + 70, neg + 70]), return_inverse=True)
-            pooled = SymmetricSpMM(to_csr(graph)).propagate_rows(*leaves, layers, pooling, rows)
+            pooled = SymmetricSpMM(csr32(graph)).propagate_rows(*leaves, layers, pooling, rows)
             gathered = (pooled[where[:7]], pooled[where[7:14]], pooled[where[14:]])
             everything = None
         loss_of(*gathered).backward()
@@ -189,7 +186,7 @@ def test_fused_propagation_without_grad_and_in_float64(pooling):
     graph = normalized_adjacency(train)
     ego = [torch.randn(70, 8, dtype=torch.float64), torch.randn(50, 8, dtype=torch.float64)]
     with torch.no_grad():
-        fused = propagate(SymmetricSpMM(to_csr(graph.double())), *ego, 3, pooling)
+        fused = propagate(SymmetricSpMM(csr32(graph.double())), *ego, 3, pooling)
         plain = reference_propagate(reference_csr(graph.double()), *ego, 3, pooling)
     for a, b in zip(fused, plain):
         assert a.dtype == torch.float64
@@ -201,10 +198,12 @@ def test_fused_propagation_without_grad_and_in_float64(pooling):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_to_csr_uses_int32_indices_and_gives_the_same_product():
-    graph = normalized_adjacency(train_matrix())
-    csr = to_csr(graph)
+def test_the_backends_csr_has_int32_indices_and_gives_the_same_product():
+    train = train_matrix()
+    graph = normalized_adjacency(train)
+    csr = build(LightGCN, train).csr("graph")
     assert csr.crow_indices().dtype == torch.int32 and csr.col_indices().dtype == torch.int32
+    assert to_csr(graph).col_indices().dtype == torch.int64  # other callers (AdaGCL) keep int64 indices
     x = torch.randn(120, 8)
     assert_same(csr @ x, reference_csr(graph) @ x)
 
@@ -250,13 +249,15 @@ def test_sgl_with_empty_views_matches_the_reference():
         assert_same(a, b)
 
 
+@pytest.mark.parametrize("shape", [(70, 50, 0.12, 64), (400, 300, 0.04, 1024)])
 @pytest.mark.parametrize("cls,reference,fields", [
     (LightGCN, ReferenceLightGCN, {}),
     (SGL, ReferenceSGL, {"ssl_reg": 0.1}),
 ])
-def test_training_steps_give_the_same_parameters(cls, reference, fields):
+def test_training_steps_give_the_same_parameters(cls, reference, fields, shape):
     """A few Adam steps over two epochs (SGL redraws its views): losses and parameters identical."""
-    train = train_matrix(seed=1)
+    n_users, n_items, density, batch_size = shape
+    train = train_matrix(n_users, n_items, density, seed=1)
     runs = []
     for c in (reference, cls):
         model = build(c, train, layers=3, **fields)
@@ -265,7 +266,7 @@ def test_training_steps_give_the_same_parameters(cls, reference, fields):
         losses = []
         for epoch in (1, 2):
             model.start_epoch(epoch, generator)
-            for users, pos, neg in sampler.batches(64):
+            for users, pos, neg in sampler.batches(batch_size):
                 losses.append(model.training_step((users, pos, neg), optimizer))
         runs.append((torch.stack(losses), [p.detach().clone() for p in model.parameters()]))
     (ref_losses, ref_params), (losses, params) = runs
@@ -273,6 +274,27 @@ def test_training_steps_give_the_same_parameters(cls, reference, fields):
     assert_same(losses, ref_losses)
     for a, b in zip(params, ref_params):
         assert_same(a, b)
+
+
+def test_a_subclass_with_its_own_propagation_keeps_it_in_both_losses():
+    class Doubled(SGL):
+        def propagate_on(self, name):
+            users, items = super().propagate_on(name)
+            return 2 * users, 2 * items
+
+    train = train_matrix()
+    model = build(Doubled, train, layers=2, ssl_reg=0.5)
+    model.start_epoch(1, torch.Generator().manual_seed(0))
+    users, pos, neg = batch(70, 50)
+    assert not model.pools_rows()
+    all_users, all_items = model.embeddings()
+    expected_rows = (all_users[users], all_items[pos], all_items[neg])
+    for got, expected in zip(model.batch_embeddings(users, pos, neg), expected_rows):
+        assert_same(got.detach(), expected.detach())
+    u, i = torch.unique(users), torch.unique(pos)
+    (u1, i1), (u2, i2) = model.propagate_on("view1"), model.propagate_on("view2")
+    expected = info_nce(u1[u], u2[u], 0.2) + info_nce(i1[i], i2[i], 0.2)
+    assert_same(model.ssl_loss(users, pos).detach(), expected.detach())
 
 
 def test_a_subclass_with_its_own_training_embeddings_keeps_them():

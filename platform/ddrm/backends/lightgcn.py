@@ -167,18 +167,19 @@ class SymmetricSpMM:
         return _PropagationFunction.apply(self.matrix, layers, pooling, rows, user_emb, item_emb)
 
 
-def to_csr(graph: torch.Tensor) -> torch.Tensor:
-    """Sparse COO -> sparse CSR (same values), with int32 indices when they fit.
+def to_csr(graph: torch.Tensor, small_indices: bool = False) -> torch.Tensor:
+    """Sparse COO -> sparse CSR (same values); ``small_indices``: int32 indices where they fit, else int64.
 
-    The CPU product hands MKL 32-bit indices (it converts 64-bit ones on every call), so 32-bit indices
-    give the same product without two index copies per call.
+    The CPU product hands MKL 32-bit indices (it converts 64-bit ones on every call), so int32 indices give the
+    same product without two index copies per call (:meth:`LightGCN.csr`). Other callers keep int64 indices
+    (AdaGCL does index arithmetic on them).
     """
     import warnings
 
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         csr = graph.coalesce().to_sparse_csr()
-        if max(csr.shape[0], csr._nnz()) < 2 ** 31 - 1:
+        if small_indices and max(csr.shape[0], csr._nnz()) < 2 ** 31 - 1:
             csr = torch.sparse_csr_tensor(csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32),
                                           csr.values(), csr.shape)
     return csr
@@ -189,6 +190,10 @@ class LightGCNParams(BackendParams):
 
     name: Literal["lightgcn"] = "lightgcn"
     layers: int = Field(default=3, ge=0)
+
+
+# what pooling only the batch's rows stands in for (:meth:`LightGCN.pools_rows`)
+_POOLING_METHODS = ("train_embeddings", "embeddings", "propagate_on")
 
 
 @register_model("lightgcn", LightGCNParams)
@@ -210,11 +215,11 @@ class LightGCN(Backend):
         return state
 
     def csr(self, name: str) -> torch.Tensor:
-        """The sparse COO buffer ``name`` (``graph``, or SGL's ``view1``/``view2``) as CSR, cached."""
+        """The sparse COO buffer ``name`` (``graph``, or SGL's ``view1``/``view2``) as CSR (int32 indices), cached."""
         source = getattr(self, name)
         cached = self._csr_cache.get(name)
         if cached is None or cached[0] is not source:
-            cached = (source, to_csr(source))
+            cached = (source, to_csr(source, small_indices=True))
             self._csr_cache[name] = cached
         return cached[1]
 
@@ -228,6 +233,11 @@ class LightGCN(Backend):
         return SymmetricSpMM(self.csr(name)).propagate_rows(self.user_emb.weight, self.item_emb.weight,
                                                             self.config.layers, self.config.pooling, rows)
 
+    def pools_rows(self) -> bool:
+        """Whether the loss may pool only the batch's rows (:meth:`propagate_rows`): not when a subclass computes
+        its own propagation or training embeddings (then the loss indexes those, as the base does)."""
+        return all(getattr(type(self), name) is getattr(LightGCN, name) for name in _POOLING_METHODS)
+
     def batch_embeddings(self, users: torch.Tensor, pos: torch.Tensor,
                          neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's propagated rows, ``(B, d)`` each: only the batch's nodes are pooled (see the module docstring).
@@ -235,7 +245,7 @@ class LightGCN(Backend):
         Three separate gathers, as ``all_users[users]``, ``all_items[pos]``, ``all_items[neg]``, so that their
         gradients add up in the same order.
         """
-        if type(self).train_embeddings is not LightGCN.train_embeddings:  # a subclass's own training embeddings
+        if not self.pools_rows():
             return super().batch_embeddings(users, pos, neg)
         n = len(users)
         nodes = torch.cat([users, pos + self.n_users, neg + self.n_users])

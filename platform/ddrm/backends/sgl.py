@@ -12,10 +12,10 @@ Loss per BPR batch::
 InfoNCE is computed over the batch's *unique* users (and, separately, its unique positive items, as in
 SGL): ``z' , z''`` = the node's propagated embedding in view 1 / view 2, cosine similarity, temperature
 ``tau = backend.ssl_temperature``, positives = the same node in the other view, negatives = the other
-unique batch nodes in the other view; ``-log softmax`` averaged over the unique nodes. Only those nodes'
-view embeddings are pooled (:meth:`.LightGCN.propagate_rows`: the same values as indexing the full propagation). (The SGL
+unique batch nodes in the other view; ``-log softmax`` averaged over the unique nodes. (The SGL
 paper sums over the batch; BPR here is a batch *mean*, so the contrastive term is a mean too, which
-keeps the ratio between the two terms the paper's.)
+keeps the ratio between the two terms the paper's.) Only those nodes' view embeddings are pooled
+(:meth:`.LightGCN.propagate_rows`: the same values as indexing the full propagation).
 
 Final embeddings = full-graph propagation with ``backend.pooling`` (no dropout). As for LightGCN, ``backend.layers``
 left unset means 3, the paper setting. Defaults from DESIGN §4: ``ssl_ratio`` 0.1, ``ssl_temperature`` 0.2, ``ssl_reg`` 0.1.
@@ -123,10 +123,13 @@ class SGL(LightGCN):
             self.start_epoch(0, torch.Generator().manual_seed(0))
         u = torch.unique(users)
         i = torch.unique(pos)
+        tau, n = self.config.ssl_temperature, len(u)
+        if not self.pools_rows():  # a subclass's own propagation: index it
+            (users1, items1), (users2, items2) = self.propagate_on("view1"), self.propagate_on("view2")
+            return info_nce(users1[u], users2[u], tau) + info_nce(items1[i], items2[i], tau)
         rows = torch.cat([u, i + self.n_users])  # only these nodes' view embeddings are pooled
         view1 = self.propagate_rows("view1", rows)  # (len(u) + len(i), d): users1[u] then items1[i]
         view2 = self.propagate_rows("view2", rows)
-        tau, n = self.config.ssl_temperature, len(u)
         return info_nce(view1[:n], view2[:n], tau) + info_nce(view1[n:], view2[n:], tau)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
