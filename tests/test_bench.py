@@ -135,3 +135,26 @@ def test_vector_models_times_every_variant_and_pairs_fp32_with_bf16_per_seed(tmp
             assert paired["diff"]["values"] == pytest.approx(
                 [runs[arm][s]["test_recall_at_20"] - runs["fp32"][s]["test_recall_at_20"] for s in ("0", "1")])
     assert "multivae: dense_fp32 - fp32, paired over seeds [0, 1]" in done.stdout
+
+def test_graph_epoch_times_every_arm_and_checks_their_losses_are_identical(tmp_path):
+    """bench/graph_epoch.py on generated data: LightGCN and SGL, the old propagation (kept in the bench) and the fused
+    one, each arm training the same batches; losses and parameters identical across arms, op counts, host. Timings
+    are not checked (they mean nothing at this size)."""
+    out = tmp_path / "graph.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "graph_epoch.py"), "--quick", "--generated", "120", "80",
+                           "1500", "--set", "model.dim=16", "--set", "train.batch_size=256", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["package"] == "platform/ddrm" and record["command"].startswith("python bench/graph_epoch.py --quick")
+    assert record["host"]["cpu_model"] and record["host"]["torch_threads"] == 1
+    assert set(record["speed"]) == {"lightgcn", "sgl"}
+    arms = ["reference", "reference_int32", "fused_all_rows", "fused"]
+    for name, row in record["speed"].items():
+        assert list(row["arms"]) == arms and row["batches"] >= 2
+        assert row["losses_identical"] and row["parameters_identical"] and row["max_rel_loss_diff"] == 0
+        assert all(len(v["train_s"]) == record["reps"] and min(v["train_s"]) > 0 for v in row["arms"].values())
+        assert set(row["speedup"]) == {f"{arm}_vs_reference" for arm in arms[1:]}
+        assert all(row["op_counts"][arm]["aten_calls"] > 0 for arm in arms)
+        assert row["settings"]["model"]["name"] == name and row["settings"]["batch_size"] == 256
+    assert "| fused_vs_reference |" in done.stdout

@@ -52,10 +52,15 @@ def propagate(graph, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int
     numbers of DESIGN §4 / SOURCE.txt; normalising layer 0 as well and propagating the un-normalised
     layers gives .1169 / .1305 instead.
 
-    ``graph``: anything with ``graph @ dense`` — a sparse tensor or a :class:`SymmetricSpMM`.
+    ``graph``: anything with ``graph @ dense`` — a sparse tensor or a :class:`SymmetricSpMM`. An operator with
+    its own ``propagate(user_emb, item_emb, layers, pooling)`` (:class:`SymmetricSpMM`: the same values, one
+    autograd node with a hand-written backward) computes it instead of the layer loop below.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    fused = getattr(graph, "propagate", None)
+    if fused is not None:
+        return fused(user_emb, item_emb, layers, pooling)
     n_users = user_emb.shape[0]
     current = torch.cat([user_emb, item_emb])
     total = current
@@ -109,6 +114,12 @@ class Backend(ModelBase):
         """Embeddings used inside the training loss (default: the final ones)."""
         return self.embeddings()
 
+    def batch_embeddings(self, users: torch.Tensor, pos: torch.Tensor,
+                         neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training embeddings of a batch's users, positives and negatives, ``(B, d)`` each (``(B,)`` ids in)."""
+        all_users, all_items = self.train_embeddings()
+        return all_users[users], all_items[pos], all_items[neg]
+
     def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """BPR loss plus ``weight_decay * 0.5 * (|e_u|^2+|e_i|^2+|e_j|^2) / B`` on the ego embeddings.
 
@@ -118,8 +129,7 @@ class Backend(ModelBase):
         if self.config.sparse_embeddings:  # MF: gathered by the embedding modules, so gradients hold only these rows
             u, i, j = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
         else:
-            all_users, all_items = self.train_embeddings()
-            u, i, j = all_users[users], all_items[pos], all_items[neg]
+            u, i, j = self.batch_embeddings(users, pos, neg)
         pos_scores, neg_scores = (u * i).sum(-1), (u * j).sum(-1)
         losses = nn.functional.softplus(neg_scores - pos_scores)
         if self.loss_rule is None:

@@ -14,7 +14,8 @@ SGL): ``z' , z''`` = the node's propagated embedding in view 1 / view 2, cosine 
 ``tau = backend.ssl_temperature``, positives = the same node in the other view, negatives = the other
 unique batch nodes in the other view; ``-log softmax`` averaged over the unique nodes. (The SGL
 paper sums over the batch; BPR here is a batch *mean*, so the contrastive term is a mean too, which
-keeps the ratio between the two terms the paper's.)
+keeps the ratio between the two terms the paper's.) Only those nodes' view embeddings are pooled
+(:meth:`.LightGCN.propagate_rows`: the same values as indexing the full propagation).
 
 Final embeddings = full-graph propagation with ``backend.pooling`` (no dropout). As for LightGCN, ``backend.layers``
 left unset means 3, the paper setting. Defaults from DESIGN §4: ``ssl_ratio`` 0.1, ``ssl_temperature`` 0.2, ``ssl_reg`` 0.1.
@@ -120,12 +121,16 @@ class SGL(LightGCN):
         """InfoNCE between the two views over the batch's unique users plus its unique positive items."""
         if self.view1 is None:  # loss() called outside the train loop: draw views with a fixed seed
             self.start_epoch(0, torch.Generator().manual_seed(0))
-        users1, items1 = self.propagate_on("view1")
-        users2, items2 = self.propagate_on("view2")
         u = torch.unique(users)
         i = torch.unique(pos)
-        tau = self.config.ssl_temperature
-        return info_nce(users1[u], users2[u], tau) + info_nce(items1[i], items2[i], tau)
+        tau, n = self.config.ssl_temperature, len(u)
+        if not self.pools_rows():  # a subclass's own propagation: index it
+            (users1, items1), (users2, items2) = self.propagate_on("view1"), self.propagate_on("view2")
+            return info_nce(users1[u], users2[u], tau) + info_nce(items1[i], items2[i], tau)
+        rows = torch.cat([u, i + self.n_users])  # only these nodes' view embeddings are pooled
+        view1 = self.propagate_rows("view1", rows)  # (len(u) + len(i), d): users1[u] then items1[i]
+        view2 = self.propagate_rows("view2", rows)
+        return info_nce(view1[:n], view2[:n], tau) + info_nce(view1[n:], view2[n:], tau)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """BPR on the full graph + L2 (base) + ``ssl_reg`` * InfoNCE."""
