@@ -165,3 +165,64 @@ def test_a_grid_search_resumed_without_its_tune_folder_trains_only_its_missing_p
     third = run_search(load_search_spec(tmp_path / "g.yaml"), resume=True, **dirs)  # nothing left: no trial runs
     assert third["finished"] == 8
     assert len(client.search_runs([experiment], "tags.role = 'trial'")) == len(after)
+
+
+def _zero_trial_tune_folder(storage, name: str) -> None:
+    """A real Tune experiment folder under ``storage/name`` whose saved state lists no trial: Tune started the
+    study, its searcher gave no trial before the study ended (as a campaign stage stopped while waiting for a
+    shared trial slot)."""
+    from ray import tune
+    from ray.tune.search import Searcher
+
+    class NoTrial(Searcher):
+        def suggest(self, trial_id):
+            return Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    def unused(config):
+        tune.report({"x": 1})
+
+    tune.Tuner(unused, tune_config=tune.TuneConfig(search_alg=NoTrial(), num_samples=1, metric="x", mode="max"),
+               run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0)).fit()
+
+
+def test_a_tune_folder_that_lists_no_trial_is_not_restored_the_store_resumes_the_search(ray_local, tmp_path,
+                                                                                       capfd):
+    from ddrm.tuning.tune_folder import restorable, trial_count
+
+    write_prepared(tmp_path / "data" / "tiny", *make_interactions(n_users=40, n_items=30, seed=1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    dirs = {"storage": str(tmp_path / "ray"), "tracking_uri": uri, "data_dir": str(tmp_path / "data")}
+    (tmp_path / "a.yaml").write_text(SPEC.format(n=2))
+    run_search(load_search_spec(tmp_path / "a.yaml"), **dirs)
+    assert trial_count(tmp_path / "ray" / "warm") == 2 and restorable(tmp_path / "ray" / "warm")
+
+    shutil.rmtree(tmp_path / "ray" / "warm")
+    _zero_trial_tune_folder(tmp_path / "ray", "warm")
+    assert ray.tune.Tuner.can_restore(str(tmp_path / "ray" / "warm"))  # Tune alone would restore it ...
+    assert trial_count(tmp_path / "ray" / "warm") == 0 and not restorable(tmp_path / "ray" / "warm")  # ... not us
+    capfd.readouterr()
+
+    (tmp_path / "b.yaml").write_text(SPEC.format(n=3))
+    second = run_search(load_search_spec(tmp_path / "b.yaml"), resume=True, **dirs)
+    out, err = capfd.readouterr()
+    assert "2 finished trial(s) of warm are told to the searcher without training; 1 left to run" in out
+    assert "Failed to restore" not in out + err and "IndexError" not in out + err
+    assert second["finished"] == 3
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("warm").experiment_id
+    assert len([r for r in client.search_runs([experiment], "tags.role = 'trial'")
+                if r.info.status == "FINISHED"]) == 3  # none trained twice
+
+
+def test_trial_count_reads_the_newest_state_and_tolerates_unreadable_ones(tmp_path):
+    from ddrm.tuning.tune_folder import trial_count
+
+    assert trial_count(tmp_path) is None  # no state at all
+    (tmp_path / "experiment_state-2026-12-07_10-00-00.json").write_text('{"trial_data": [[{}, {}]]}')
+    (tmp_path / "experiment_state-2026-12-07_11-00-00.json").write_text('{"trial_data": []}')
+    assert trial_count(tmp_path) == 0  # the newer one counts
+    (tmp_path / "experiment_state-2026-12-07_12-00-00.json").write_text("{not json")
+    assert trial_count(tmp_path) is None

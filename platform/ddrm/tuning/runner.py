@@ -24,6 +24,7 @@ from .plan import StudyContext, StudyPlan, encode_choice, study_context
 from .pretrain import pretrain_backends  # noqa: F401
 from .spec import MODEL_SEPARATOR, AblationSpec, Resources, SearchSpec
 from .threaded import sigint_restored, stop_requested, tune_run  # noqa: F401 - sigint_restored: the study API
+from .tune_folder import restorable
 
 _context = study_context  # the name tests and older callers use
 _REPORTING = threading.Lock()  # one study's report at a time, whichever thread runs the study
@@ -79,9 +80,7 @@ def restores_alone(path: Path) -> bool:
     """Whether the study whose Tune folder is ``path`` must run with no other study beside it: a folder made
     before studies ran side by side restores under the shared trainable name and with a searcher that takes no
     shared trial slots (:mod:`.slots`)."""
-    from ray import tune
-
-    return tune.Tuner.can_restore(str(path)) and stored_trainable_name(path) == LEGACY_TRAINABLE
+    return restorable(path) and stored_trainable_name(path) == LEGACY_TRAINABLE
 
 
 def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: StudyContext, resources: Resources,
@@ -100,7 +99,7 @@ def _tuner(plan: StudyPlan, param_space: dict[str, Any], spec_name: str, ctx: St
     objective = tune_config.metric or "recall_at_20"
     reporter = ablation_reporter(objective) if searched is None else search_reporter(searched, objective)
     path = ctx.storage / spec_name
-    restoring = resume and tune.Tuner.can_restore(str(path))
+    restoring = resume and restorable(path)
     with_plan = tune.with_parameters(ddrm_trainable, plan=plan)
     with_plan.__name__ = (stored_trainable_name(path) if restoring else None) or trainable_name(spec_name)
     trainable = tune.with_resources(with_plan, {"cpu": resources.cpu, "gpu": resources.gpu})
@@ -301,12 +300,12 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
         grid = {name: [encode_choice(v) for v in dist["values"]] for name, dist in spec.space.items()}
         param_space = {name: tune.grid_search(values) for name, values in grid.items()}
         param_space["seed"] = tune.grid_search(list(spec.seeds))
-        if resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name)):  # Tune's folder is gone
+        if resume and not restorable(ctx.storage / spec.name):  # Tune's folder is gone
             search_alg, num_samples, previous = _grid_remainder(spec, ctx, parent, grid, import_runs)
     else:
         space = _optuna_space(spec)
         param_space["seed"] = spec.seeds[0]
-        if resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name)):  # Tune's folder is gone
+        if resume and not restorable(ctx.storage / spec.name):  # Tune's folder is gone
             from .warmstart import previous_trials
 
             _import(ctx, parent, import_runs)
@@ -449,7 +448,7 @@ def run_ablation(spec: AblationSpec, storage: str | None = None, tracking_uri: s
                                        {"study": spec.name, "kind": "ablate", "spec": spec.source,
                                         "threads_per_trial": str(plan.threads),
                                         **spec.report_tags()})
-    restarting = resume and not tune.Tuner.can_restore(str(ctx.storage / spec.name))
+    restarting = resume and not restorable(ctx.storage / spec.name)
     resumed_runs: dict[str, str] = {}
     if restarting:  # Tune's folder is gone: finished trials replay into their runs, the others train
         from .reuse import replay_record
