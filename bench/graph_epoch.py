@@ -10,7 +10,8 @@
 
 Arms (each a full training step as ``ddrm.loop`` runs it: ``start_epoch``, then per BPR batch loss, backward, Adam):
 
-- ``reference``: the code before the fused propagation, kept here only: CSR with int64 indices (the CPU product
+- ``reference``: the code before the fused propagation, kept only in ``bench/graph_reference.py`` (the tests check
+  the shipped code against it too): CSR with int64 indices (the CPU product
   converts them to int32 on every call), the layer loop under autograd (one node per product, ``F.normalize``,
   running sum, slices), the full ``(U+I, d)`` propagation and then the batch's rows indexed (SGL: per view too);
 - ``reference_int32``: the same with int32 CSR indices (the first lever alone);
@@ -41,7 +42,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,98 +49,21 @@ sys.path.insert(0, str(REPO / "platform"))  # this checkout's package, whatever 
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from ddrm.backends.base import Backend  # noqa: E402
 from ddrm.backends.lightgcn import LightGCN  # noqa: E402
-from ddrm.backends.sgl import SGL, info_nce  # noqa: E402
+from ddrm.backends.sgl import SGL  # noqa: E402
+from graph_reference import FullThenIndex, Int64CSR, LayerLoop, reference_class  # noqa: E402
 
 MODELS = {"lightgcn": LightGCN, "sgl": SGL}
 ARMS = ("reference", "reference_int32", "fused_all_rows", "fused")
-
-
-# --------------------------------------------------------------------------- the code before (bench only)
-
-
-def int64_csr(graph: torch.Tensor) -> torch.Tensor:
-    """Sparse COO -> CSR as before: int64 indices."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return graph.coalesce().to_sparse_csr()
-
-
-class _SpMM(torch.autograd.Function):
-    """``A @ x``, backward ``A @ grad`` (A symmetric): the old per-product autograd node."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.matrix = matrix
-        return matrix @ dense
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, ctx.matrix @ grad.contiguous()
-
-
-def loop_propagate(matrix: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int,
-                   pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The old ``propagate`` over a CSR matrix: ``(U, d)``, ``(I, d)``."""
-    current = torch.cat([user_emb, item_emb])
-    total = current
-    for _ in range(layers):
-        grad = current.requires_grad and torch.is_grad_enabled()
-        current = _SpMM.apply(matrix, current) if grad else matrix @ current
-        if pooling == "normalized_sum":
-            current = nn.functional.normalize(current, dim=1)
-        total = total + current
-    if pooling == "mean":
-        total = total / (layers + 1)
-    return total[:user_emb.shape[0]], total[user_emb.shape[0]:]
-
-
-class Int64CSR:
-    """Mixin: CSR copies with int64 indices (cached per source buffer, as ``LightGCN.csr``)."""
-
-    def csr(self, name: str) -> torch.Tensor:
-        source = getattr(self, name)
-        cached = self._csr_cache.get(name)
-        if cached is None or cached[0] is not source:
-            cached = (source, int64_csr(source))
-            self._csr_cache[name] = cached
-        return cached[1]
-
-
-class FullThenIndex:
-    """Mixin: the batch's rows indexed out of the full propagation (BPR and, for SGL, both views)."""
-
-    def batch_embeddings(self, users, pos, neg):
-        return Backend.batch_embeddings(self, users, pos, neg)
-
-    def ssl_loss(self, users: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        users1, items1 = self.propagate_on("view1")
-        users2, items2 = self.propagate_on("view2")
-        u, i = torch.unique(users), torch.unique(pos)
-        tau = self.config.ssl_temperature
-        return info_nce(users1[u], users2[u], tau) + info_nce(items1[i], items2[i], tau)
-
-
-class LayerLoop(FullThenIndex):
-    """Mixin: the old layer loop under autograd."""
-
-    def propagate_on(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return loop_propagate(self.csr(name), self.user_emb.weight, self.item_emb.weight, self.config.layers,
-                              self.config.pooling)
-
-
 ARM_MIXINS: dict[str, tuple[type, ...]] = {"reference": (Int64CSR, LayerLoop), "reference_int32": (LayerLoop,),
                                            "fused_all_rows": (FullThenIndex,), "fused": ()}
 
 
 def arm_class(arm: str, name: str) -> type:
     """The backend class of ``arm`` for model ``name`` (``fused``: the shipped class itself)."""
-    base = MODELS[name]
-    mixins = ARM_MIXINS[arm]
-    return type(f"{arm}_{name}", (*mixins, base), {}) if mixins else base
+    return reference_class(MODELS[name], ARM_MIXINS[arm])
 
 
 # --------------------------------------------------------------------------- timing

@@ -137,7 +137,7 @@ def test_vector_models_times_every_variant_and_pairs_fp32_with_bf16_per_seed(tmp
     assert "multivae: dense_fp32 - fp32, paired over seeds [0, 1]" in done.stdout
 
 def test_graph_epoch_times_every_arm_and_checks_their_losses_are_identical(tmp_path):
-    """bench/graph_epoch.py on generated data: LightGCN and SGL, the old propagation (kept in the bench) and the fused
+    """bench/graph_epoch.py on generated data: LightGCN and SGL, the old propagation (bench/graph_reference.py) and the fused
     one, each arm training the same batches; losses and parameters identical across arms, op counts, host. Timings
     are not checked (they mean nothing at this size)."""
     out = tmp_path / "graph.json"

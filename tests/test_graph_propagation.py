@@ -1,6 +1,7 @@
 """The fused graph propagation (one autograd node, hand-written backward; only the batch's rows pooled) against
-the plain layer loop it replaces: same forward values and same gradients to the last bit, and the same trained
-parameters after a few LightGCN / SGL steps. Small generated graphs with isolated users and items; an empty view.
+the plain layer loop it replaces (``bench/graph_reference.py``, the one copy, which the benchmark times too): same
+forward values and same gradients to the last bit, and the same trained parameters after a few LightGCN / SGL
+steps. Small generated graphs with isolated users and items; an empty view.
 
 Exactness is asserted with ``torch.equal`` (which counts -0.0 and +0.0 as equal: where the reference adds an
 exact zero, e.g. the zero rows of a slice's gradient, the fused path may skip the addition, and 0 + (-0) is +0).
@@ -8,88 +9,37 @@ exact zero, e.g. the zero rows of a slice's gradient, the fused path may skip th
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from ddrm.backends.base import normalized_adjacency, propagate
 from ddrm.backends.lightgcn import LightGCN, SymmetricSpMM, to_csr
 from ddrm.backends.sgl import SGL, info_nce
 from ddrm.data.sampling import BPRSampler
 
+REPO = Path(__file__).resolve().parents[1]
 POOLINGS = ("mean", "normalized_sum")
 
 
-# --------------------------------------------------------------------------- the reference, written plainly
+# --------------------------------------------------------------------------- the reference (bench/graph_reference.py)
 
 
-def reference_csr(graph: torch.Tensor) -> torch.Tensor:
-    """The CSR copy as it was built before: int64 indices."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return graph.coalesce().to_sparse_csr()
+def _load_reference():
+    """``bench/graph_reference.py``: the old layer loop, the one copy the benchmark times as well."""
+    spec = importlib.util.spec_from_file_location("graph_reference", REPO / "bench" / "graph_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class ReferenceSpMM(torch.autograd.Function):
-    """``A @ x`` with backward ``A @ grad`` (A symmetric): one autograd node per product."""
-
-    @staticmethod
-    def forward(ctx, matrix, dense):  # type: ignore[override]
-        ctx.matrix = matrix
-        return matrix @ dense
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return None, ctx.matrix @ grad.contiguous()
-
-
-def reference_propagate(matrix: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int,
-                        pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer loop under plain autograd: ``(U, d)``, ``(I, d)``."""
-    current = torch.cat([user_emb, item_emb])
-    total = current
-    for _ in range(layers):
-        current = ReferenceSpMM.apply(matrix, current)
-        if pooling == "normalized_sum":
-            current = nn.functional.normalize(current, dim=1)
-        total = total + current
-    if pooling == "mean":
-        total = total / (layers + 1)
-    return total[:user_emb.shape[0]], total[user_emb.shape[0]:]
-
-
-class ReferenceGraph:
-    """A backend's propagation and losses as they were: the full propagation, then the batch's rows indexed."""
-
-    def propagate_on(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return reference_propagate(reference_csr(getattr(self, name)), self.user_emb.weight, self.item_emb.weight,
-                                   self.config.layers, self.config.pooling)
-
-    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.propagate_on("graph")
-
-    def batch_embeddings(self, users, pos, neg):
-        all_users, all_items = self.propagate_on("graph")
-        return all_users[users], all_items[pos], all_items[neg]
-
-    def ssl_loss(self, users: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        users1, items1 = self.propagate_on("view1")
-        users2, items2 = self.propagate_on("view2")
-        u, i = torch.unique(users), torch.unique(pos)
-        tau = self.config.ssl_temperature
-        return info_nce(users1[u], users2[u], tau) + info_nce(items1[i], items2[i], tau)
-
-
-class ReferenceLightGCN(ReferenceGraph, LightGCN):
-    pass
-
-
-class ReferenceSGL(ReferenceGraph, SGL):
-    pass
+reference = _load_reference()
+reference_csr, reference_propagate = reference.int64_csr, reference.reference_propagate
+ReferenceLightGCN, ReferenceSGL = reference.reference_class(LightGCN), reference.reference_class(SGL)
 
 
 # --------------------------------------------------------------------------- data
