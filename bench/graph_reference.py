@@ -2,8 +2,8 @@
 ``bench/graph_epoch.py`` times and ``tests/test_graph_propagation.py`` checks the shipped code against bit for bit.
 
 - :func:`int64_csr`: the CSR copy with int64 indices (the CPU product converts them on every call);
-- :class:`ReferenceSpMM` / :func:`reference_propagate`: the layer loop under autograd, one node per product,
-  ``F.normalize``, a running sum, slices; ``(U, d)``, ``(I, d)`` out;
+- :func:`reference_propagate`: the layer loop under autograd (``ddrm.backends.base.propagate``'s generic path,
+  which any ``graph @ x`` operator without a fused ``propagate`` still takes), one node per product;
 - mixins over a shipped backend class (:func:`reference_class`): :class:`Int64CSR` (int64 CSR copies),
   :class:`LayerLoop` (the layer loop) and :class:`FullThenIndex` (the batch's rows indexed out of the full
   propagation, for BPR and for SGL's two views).
@@ -14,9 +14,9 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import nn
 
-from ddrm.backends.base import Backend
+from ddrm.backends.base import Backend, propagate
+from ddrm.backends.lightgcn import SymmetricSpMM
 from ddrm.backends.sgl import info_nce
 
 
@@ -27,34 +27,22 @@ def int64_csr(graph: torch.Tensor) -> torch.Tensor:
         return graph.coalesce().to_sparse_csr()
 
 
-class ReferenceSpMM(torch.autograd.Function):
-    """``A @ x`` with backward ``A @ grad`` (A symmetric): one autograd node per product."""
+class ProductOnly:
+    """``A @ x`` one product at a time (``SymmetricSpMM``'s ``@``: one autograd node per product, backward
+    ``A @ grad``), with no ``propagate`` of its own, so :func:`ddrm.backends.base.propagate` runs its layer loop."""
 
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.matrix = matrix
-        return matrix @ dense
+    def __init__(self, matrix: torch.Tensor) -> None:
+        self.operator = SymmetricSpMM(matrix)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, ctx.matrix @ grad.contiguous()
+    def __matmul__(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.operator @ dense
 
 
 def reference_propagate(matrix: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, layers: int,
                         pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The old layer loop over ``matrix`` (``(U+I, U+I)``): ego ``(U, d)``, ``(I, d)`` -> pooled ``(U, d)``,
-    ``(I, d)``; without grad each product is a plain ``matrix @ x`` (the same values)."""
-    current = torch.cat([user_emb, item_emb])
-    total = current
-    for _ in range(layers):
-        grad = current.requires_grad and torch.is_grad_enabled()
-        current = ReferenceSpMM.apply(matrix, current) if grad else matrix @ current
-        if pooling == "normalized_sum":
-            current = nn.functional.normalize(current, dim=1)
-        total = total + current
-    if pooling == "mean":
-        total = total / (layers + 1)
-    return total[:user_emb.shape[0]], total[user_emb.shape[0]:]
+    ``(I, d)`` (under autograd: one node per product, ``F.normalize``, a running sum, slices)."""
+    return propagate(ProductOnly(matrix), user_emb, item_emb, layers, pooling)
 
 
 class Int64CSR:
