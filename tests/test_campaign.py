@@ -117,15 +117,17 @@ def test_a_rerun_on_a_new_machine_resumes_from_the_campaign_folder_and_trains_no
 
 
 def test_each_finished_trial_updates_the_folder_so_a_stopped_search_resumes_without_retraining_it(campaign_run, capsys):
-    spec, data, out, tmp = campaign_run
+    _, data, _, tmp = campaign_run
     first, second = (pd.read_csv(tmp / "snapshots" / f"mf-{n}.csv") for n in (0, 1))
     assert len(first) == 1 and len(second) == 2  # written after each trial, not only when the search ends
     assert len(pd.read_csv(tmp / "snapshots" / "main-5.csv")) == 6  # the table's too
     stopped = tmp / "stopped"  # committed after the search's first trial; the machine (store, Tune folder) is gone
     (stopped / "stages" / "mf").mkdir(parents=True)
     shutil.copy(tmp / "snapshots" / "mf-0.csv", stopped / "stages" / "mf" / "runs.csv")
+    # the same campaign cut to its mf stage (same name, same space: the same study), so only mf's search resumes
+    mf_only = _write_campaign(tmp / "spec_mf_only", CAMPAIGN.split("  ease:")[0])
     capsys.readouterr()
-    assert main(["campaign", "run", str(spec), "--dataset", "tiny", "--data-dir", str(data), "--out", str(stopped),
+    assert main(["campaign", "run", str(mf_only), "--dataset", "tiny", "--data-dir", str(data), "--out", str(stopped),
                  "--storage", str(tmp / "ray3"), "--no-probe"]) == 0
     printed = capsys.readouterr().out
     assert "1 finished trial(s) of small-tiny-mf are told to the searcher without training; 1 left" in printed

@@ -33,7 +33,7 @@ base:
   train: {{epochs: {epochs}, batch_size: 64, patience: 50}}
   model: {{name: mf, lr: 0.01}}
   ddrm: {{hidden_dims: [8, 16], steps: 4, lr: 0.01}}
-seeds: [0, 1]
+seeds: {seeds}
 variants:
   full: {{}}
   item_only: {{ddrm.denoise_users: false}}
@@ -42,11 +42,11 @@ max_concurrent: 1
 """
 
 
-def _prepare(tmp_path: Path, name: str, epochs: int) -> tuple[Path, Path]:
+def _prepare(tmp_path: Path, name: str, epochs: int, seeds: str = "[0]") -> tuple[Path, Path]:
     train, valid, test = make_interactions(n_users=40, n_items=30, seed=2)
     write_prepared(tmp_path / "data" / "tiny", train, valid, test)
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(SPEC.format(name=name, epochs=epochs))
+    spec.write_text(SPEC.format(name=name, epochs=epochs, seeds=seeds))
     return spec, tmp_path / "data"
 
 
@@ -131,14 +131,14 @@ def test_job_submit_to_a_loopback_head(tmp_path):
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in (submit.stdout + submit.stderr).lower()
         runs = _trial_runs(uri, "submitted")
-        assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     finally:
         _kill_session(start.pid)  # the head's daemons and the job's driver and workers
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_killed_driver_resumes_without_duplicate_runs(tmp_path):
-    spec, data = _prepare(tmp_path, "resumable", epochs=6)
+    spec, data = _prepare(tmp_path, "resumable", epochs=6, seeds="[0, 1]")  # 4 trials: some left at the kill
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "ddrm.cli", "ablate", str(spec), "--data-dir", str(data), "--storage",
             str(tmp_path / "results"), "--tracking-uri", uri, "--num-cpus", "2"]
@@ -227,7 +227,7 @@ def test_a_driver_killed_when_its_state_names_a_deleted_checkpoint_resumes_that_
     after = _trial_runs(uri, "stale")
     statuses = [(r.data.tags["variant"], r.data.tags["seed"], r.info.status, r.data.tags.get("error", "")[-300:])
                 for r in after]
-    assert sorted(s[:2] for s in statuses) == [("full", "0"), ("full", "1"), ("item_only", "0"), ("item_only", "1")]
+    assert sorted(s[:2] for s in statuses) == [("full", "0"), ("item_only", "0")]
     assert all(s[2] == "FINISHED" for s in statuses), statuses
     client = MlflowClient(uri)
     for run in after:  # the restarted trial's epoch 1 was logged before the kill and is not logged again
