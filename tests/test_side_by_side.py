@@ -52,6 +52,39 @@ def test_two_studies_never_hold_more_trials_than_the_shared_slots():
         assert pool.used == 2 and pool.peak == 2
 
 
+def test_a_freed_slot_goes_to_the_study_that_waited_longest_not_back_to_the_one_that_freed_it():
+    """Without a line the study whose trial ended asks again first and keeps its slots for all its trials."""
+    a, b, c = (SharedSlots(Trials(9, name)) for name in "abc")
+    with sharing(SlotPool(2)) as pool:
+        assert [a.next_trial().trial_id, a.next_trial().trial_id] == ["a1", "a2"]
+        assert b.next_trial() is None and c.next_trial() is None and pool.waiting == [b, c]
+        a.on_trial_complete("a1")
+        assert a.next_trial() is None and pool.waiting == [b, c, a]  # a asks at once, and queues behind them
+        assert c.next_trial() is None  # b is ahead of c
+        assert b.next_trial().trial_id == "b1" and pool.waiting == [c, a]
+        a.on_trial_complete("a2")
+        assert a.next_trial() is None and c.next_trial().trial_id == "c1" and pool.waiting == [a]
+        b.on_trial_complete("b1")
+        assert b.next_trial() is None and pool.waiting == [a, b]  # one slot free and a ahead: b waits
+        assert pool.try_take() is False  # a request without a place waits for everyone in line
+        assert a.next_trial().trial_id == "a3"
+        c.on_trial_complete("c1")
+        assert b.next_trial().trial_id == "b2" and pool.used == 2 and pool.waiting == []
+
+
+def test_a_requester_that_stops_asking_leaves_the_line_and_a_late_one_takes_a_slot_left_over():
+    now = [0.0]
+    pool = SlotPool(2, clock=lambda: now[0])
+    assert pool.try_take("x") and pool.try_take("x")
+    assert not pool.try_take("gone") and not pool.try_take("late")
+    pool.give()
+    assert not pool.try_take("late")  # "gone" is ahead and still counts ...
+    now[0] = 11.0  # ... until it has not asked for longer than STALE_SECONDS; "late" asks again now
+    assert pool.waiting == [] and pool.try_take("late")
+    pool.give(2)
+    assert pool.try_take("x") and pool.try_take("y")  # two free, nobody in line: both served
+
+
 def test_a_study_without_trials_to_give_keeps_no_slot_and_without_a_pool_only_passes_through():
     done = SharedSlots(Trials(0))
     with sharing(SlotPool(1)) as pool:

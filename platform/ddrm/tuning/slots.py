@@ -6,26 +6,36 @@ driver's :func:`sharing` pool, and it gives the slot back when Tune reports the 
 for good — the events on which Tune's own ``ConcurrencyLimiter`` frees one. With no pool shared (``ddrm tune``,
 ``ddrm ablate``) the wrapper only passes through. The trials a restored study resumes (live when Tune saved it)
 take their slots back before they run, waiting for them if need be, so a resumed campaign keeps the limit too.
+
+A freed slot goes to the study that has waited longest, not to whichever polls first: a study whose trial just
+ended asks again at once, and without a line it would keep its slots for as long as it has trials to give (one
+study held both slots of the Yelp campaign for hours while another, with dependents, waited).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import itertools
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 from ray.tune.search import SearchAlgorithm, Searcher, SearchGenerator
 
 STATE_FILE = "ddrm-shared-slots.json"  # beside Tune's searcher state: the trials holding slots when it was saved
+# a study that has not asked for a slot for this long leaves the line (Tune asks a waiting study about once a
+# second; a stopped or finished one never again)
+STALE_SECONDS = 10.0
 
 
 class SlotPool:
-    """``capacity`` trial slots, taken and given back from any thread; remembers the most ever taken."""
+    """``capacity`` trial slots, taken and given back from any thread; remembers the most ever taken. Requesters
+    refused a slot wait in line (first refused, first served) while they keep asking."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError(f"a slot pool needs capacity >= 1, not {capacity}")
         self.capacity = capacity
@@ -33,6 +43,9 @@ class SlotPool:
         self._peak = 0
         self._closed = False
         self._changed = threading.Condition()
+        self._clock = clock
+        self._line: dict[Hashable, tuple[int, float]] = {}  # requester -> (place in line, last asked at)
+        self._places = itertools.count()
 
     @property
     def used(self) -> int:
@@ -46,13 +59,35 @@ class SlotPool:
         self._used += count
         self._peak = max(self._peak, self._used)
 
-    def try_take(self) -> bool:
-        """One slot if one is free (never once :meth:`close` d)."""
+    @property
+    def waiting(self) -> list[Hashable]:
+        """The requesters in line, first first (those that stopped asking dropped)."""
         with self._changed:
-            if self._closed or self._used >= self.capacity:
+            self._drop_stale()
+            return sorted(self._line, key=lambda r: self._line[r][0])
+
+    def _drop_stale(self) -> None:
+        now = self._clock()
+        self._line = {r: (place, asked) for r, (place, asked) in self._line.items() if now - asked <= STALE_SECONDS}
+
+    def try_take(self, requester: Hashable | None = None) -> bool:
+        """One slot if one is free for ``requester``: more slots free than requesters ahead of it in line (never
+        once :meth:`close` d). Refused, ``requester`` keeps (or takes) its place in line; granted, it leaves it.
+        ``None`` asks without a place: it gets a slot only when every requester in line can have one too."""
+        with self._changed:
+            if self._closed:
                 return False
-            self._grant(1)
-            return True
+            self._drop_stale()
+            now = self._clock()
+            place = self._line[requester][0] if requester in self._line else None
+            ahead = sum(1 for r, (p, _) in self._line.items() if r != requester and (place is None or p < place))
+            if self.capacity - self._used > ahead:
+                self._line.pop(requester, None)
+                self._grant(1)
+                return True
+            if requester is not None:
+                self._line[requester] = (next(self._places) if place is None else place, now)
+            return False
 
     def take(self, count: int) -> int:
         """``count`` slots, waiting until they are free; a request larger than the pool waits until no slot is
@@ -144,7 +179,7 @@ class SharedSlots(SearchAlgorithm):
     # ---- where the slots are taken and given back
     def next_trial(self):
         pool = shared_pool()
-        if pool is not None and not pool.try_take():
+        if pool is not None and not pool.try_take(self):
             return None
         trial = self.searcher.next_trial()
         if trial is None:
