@@ -139,6 +139,7 @@ def test_taking_slots_waits_until_they_are_free_and_a_closed_pool_grants_none():
     waiting.start()
     waiting.join(0.3)
     assert waiting.is_alive() and pool.used == 1  # 1 + 2 > 2: it waits
+    assert not pool.try_take("newcomer")  # ... and the free slot is kept for it (resumed trials come first)
     pool.give()
     waiting.join(WAIT)
     assert got == [2] and pool.used == 2

@@ -46,6 +46,7 @@ class SlotPool:
         self._clock = clock
         self._line: dict[Hashable, tuple[int, float]] = {}  # requester -> (place in line, last asked at)
         self._places = itertools.count()
+        self._reserved = 0  # slots that waiting :meth:`take` calls (resumed trials) want: served before the line
 
     @property
     def used(self) -> int:
@@ -81,7 +82,7 @@ class SlotPool:
             now = self._clock()
             place = self._line[requester][0] if requester in self._line else None
             ahead = sum(1 for r, (p, _) in self._line.items() if r != requester and (place is None or p < place))
-            if self.capacity - self._used > ahead:
+            if self.capacity - self._used - self._reserved > ahead:
                 self._line.pop(requester, None)
                 self._grant(1)
                 return True
@@ -92,10 +93,14 @@ class SlotPool:
     def take(self, count: int) -> int:
         """``count`` slots, waiting until they are free; a request larger than the pool waits until no slot is
         taken and then takes them all (it runs alone, over the limit). Returns how many were taken: 0 when the
-        pool is closed (the campaign is stopping)."""
+        pool is closed (the campaign is stopping). While it waits, :meth:`try_take` grants no slot it needs."""
         with self._changed:
-            while not self._closed and self._used and self._used + count > self.capacity:
-                self._changed.wait()
+            self._reserved += count
+            try:
+                while not self._closed and self._used and self._used + count > self.capacity:
+                    self._changed.wait()
+            finally:
+                self._reserved -= count
             if self._closed:
                 return 0
             self._grant(count)
