@@ -68,6 +68,13 @@ def test_a_search_resumed_without_its_tune_folder_trains_only_the_missing_trials
     assert client.get_run(orphan).info.status == "FAILED" and "interrupted" in client.get_run(orphan).data.tags
     best_valid = max(r.data.metrics["best_recall_at_20"] for r in finished)
     assert second["best"]["valid"]["recall_at_20"] == pytest.approx(best_valid)  # best over all 5 trials
+    assert not second["interrupted"]
+
+    # resumed again, now with the Tune folder the store resume made (its 2 trials): restored, nothing trains, and
+    # the search is whole (Tune's 2 and the store's 3), not "interrupted" (which stopped a whole Yelp campaign)
+    third = run_search(load_search_spec(tmp_path / "b.yaml"), resume=True, **dirs)
+    assert not third["interrupted"] and third["finished"] == 5 and third["best"] == second["best"]
+    assert len(client.search_runs([experiment], "tags.role = 'trial'")) == len(runs)
 
 
 ABLATION = """name: warm_ablation
