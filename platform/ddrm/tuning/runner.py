@@ -338,15 +338,15 @@ def run_search(spec: SearchSpec, storage: str | None = None, tracking_uri: str |
                        resume and not previous, searched=list(spec.space))
         with tune_run():
             rows = _rows(tuner.fit())
-    tune_rows = list(rows)
-    if resume:  # the store's finished trials that Tune's (restored or new) experiment does not hold
-        rows += _stored_rows(spec, ctx, parent, rows)
+    # the store's finished trials that Tune's (restored or new) experiment does not hold
+    stored = _stored_rows(spec, ctx, parent, rows) if resume else []
     if num_samples:
         # SIGINT (or a campaign's stop): Tune returned early. A TPE search is whole once Tune's trials and the
         # store's earlier ones make its num_samples: a restored Tune folder that a resume from the store started
         # holds only the trials left then
-        stopped = interrupted(tune_rows) or (spec.mode == "tpe" and len(rows) < spec.num_samples) \
-            or stop_requested()
+        expected = spec.num_samples - len(stored) if spec.mode == "tpe" else None
+        stopped = interrupted(rows, expected) or stop_requested()
+    rows += stored
     finished = [r for r in rows if r["done"]]
     best = best_row(finished, spec) if finished else None
     summary = {"experiment": spec.name, "tracking_uri": ctx.tracking_uri, "parent_run_id": parent,
